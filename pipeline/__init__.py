@@ -1,0 +1,1 @@
+"""Incremental, restartable syncs from SaaS REST APIs into Postgres."""

@@ -1,0 +1,266 @@
+"""The `pipeline` command. Management commands live here and nowhere else; only this module
+reads settings from files and the environment.
+
+Exit codes: 0 success; 1 a stream failed (or was interrupted); 2 usage or configuration error,
+nothing was run; 3 every stream finished but some records were quarantined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pipeline.config import ConfigError, Settings, load_settings, resolve_config_path
+from pipeline.errors import PipelineError
+from pipeline.logs import configure_logging, get_logger, secrets
+from pipeline.report import console
+
+log = get_logger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
+
+
+def _settings(args: argparse.Namespace, *, require_file: bool) -> Settings:
+    from pipeline.sources import SOURCES
+
+    path = resolve_config_path(args.config, os.environ)
+    if path is None and require_file:
+        raise ConfigError(
+            "no configuration: pass --config PATH, set PIPELINE_CONFIG, or create ./pipeline.toml "
+            "(start from pipeline.example.toml)"
+        )
+    settings = load_settings(path, os.environ, SOURCES)
+    secrets.add(settings.secret_values())
+    return settings
+
+
+async def _database_url(settings: Settings) -> str:
+    from pipeline import db
+
+    url = settings.database_url or await asyncio.to_thread(db.start_embedded, settings.embedded_dir)
+    secrets.add([p for p in [_password(url)] if p])
+    return url
+
+
+async def _engine_for(settings: Settings, url: str | None = None) -> Any:
+    from pipeline import db
+
+    engine = db.create_engine(url or await _database_url(settings))
+    try:
+        await db.wait_until_reachable(engine)
+    except ConnectionError as exc:
+        await engine.dispose()
+        raise ConfigError(str(exc)) from None
+    return engine
+
+
+def _password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).password
+
+
+async def _require_current_schema(engine: Any) -> None:
+    from pipeline import db
+
+    async with engine.connect() as conn:
+        current = await db.current_revision(conn)
+    head = db.head_revision()
+    if current != head:
+        raise ConfigError(
+            f"the database schema is at revision {current or 'none'}, this version needs {head}; "
+            "run `pipeline db upgrade` first"
+        )
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+
+async def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from pipeline import db
+
+    settings = _settings(args, require_file=False)
+    engine = await _engine_for(settings)
+    try:
+        await db.upgrade(engine)
+        async with engine.connect() as conn:
+            revision = await db.current_revision(conn)
+    finally:
+        await engine.dispose()
+    console().print(f"database schema at revision {revision} (head)")
+    return EXIT_OK
+
+
+async def cmd_sync(args: argparse.Namespace) -> int:
+    from pipeline.report import exit_code, print_outcomes
+    from pipeline.runner import Runner, select_streams
+
+    settings = _settings(args, require_file=True)
+    targets = select_streams(settings, args.streams)
+    if not targets:
+        raise ConfigError(
+            f"{settings.path}: no enabled stream; add a [sources.<name>] table or enable a stream"
+        )
+    engine = await _engine_for(settings)
+    try:
+        await _require_current_schema(engine)
+        outcomes = await Runner(engine).run(targets)
+    finally:
+        await engine.dispose()
+    print_outcomes(outcomes, console())
+    return exit_code(outcomes)
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.report import print_statuses
+    from pipeline.status import stream_statuses
+
+    settings = _settings(args, require_file=False)
+    engine = await _engine_for(settings)
+    try:
+        await _require_current_schema(engine)
+        statuses = await stream_statuses(engine)
+    finally:
+        await engine.dispose()
+    print_statuses(statuses, console())
+    return EXIT_OK
+
+
+async def cmd_sandbox(args: argparse.Namespace) -> int:
+    from pipeline.demo import serve_sandbox
+
+    await serve_sandbox(
+        customers=args.customers,
+        authorities=args.authorities,
+        host=args.host,
+        soho_port=args.soho_port,
+        valomnia_port=args.valomnia_port,
+        console=console(),
+    )
+    return EXIT_OK
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline import db
+    from pipeline.demo import DEMO_DATABASE, run_demo
+
+    settings = _settings(args, require_file=False)
+    server_url = await _database_url(settings)
+    try:
+        demo_url = await db.recreate_database(server_url, DEMO_DATABASE)
+    except (OSError, asyncpg_errors()) as exc:
+        raise ConfigError(
+            f"cannot create the demo database '{DEMO_DATABASE}' ({type(exc).__name__}: {exc}); "
+            "the demo needs a server where it may create a database"
+        ) from None
+    engine = await _engine_for(settings, demo_url)
+    try:
+        return await run_demo(
+            engine,
+            customers=args.customers,
+            authorities=args.authorities,
+            console=console(),
+            database_url=db.plain_url(demo_url),
+        )
+    finally:
+        await engine.dispose()
+
+
+def asyncpg_errors() -> type[Exception]:
+    import asyncpg
+
+    return asyncpg.PostgresError
+
+
+# ---- plumbing --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="Incremental syncs from SaaS REST APIs into Postgres.",
+        epilog="Exit codes: 0 ok, 1 a stream failed, 2 usage/config error, "
+        "3 ok but records were quarantined.",
+    )
+    parser.add_argument(
+        "--config", help="pipeline.toml to use (default: $PIPELINE_CONFIG, ./pipeline.toml)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("console", "json"),
+        help="default: console on a terminal, else json",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser(
+        "upgrade", help="apply migrations up to the latest (idempotent)"
+    ).set_defaults(handler=cmd_db_upgrade)
+
+    sync = commands.add_parser("sync", help="sync streams now (all enabled ones when none named)")
+    sync.add_argument("streams", nargs="*", metavar="STREAM", help="source.stream or stream")
+    sync.set_defaults(handler=cmd_sync)
+
+    commands.add_parser(
+        "status", help="per stream: watermark, last run, rows, last error"
+    ).set_defaults(handler=cmd_status)
+
+    sandbox = commands.add_parser("sandbox", help="serve the API simulators in the foreground")
+    sandbox.add_argument("--customers", type=int, default=200)
+    sandbox.add_argument("--authorities", type=int, default=500)
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--soho-port", type=int, default=8701)
+    sandbox.add_argument("--valomnia-port", type=int, default=8702)
+    sandbox.set_defaults(handler=cmd_sandbox)
+
+    demo = commands.add_parser(
+        "demo",
+        help="simulators + database (embedded unless DATABASE_URL): migrate, sync, change, sync",
+    )
+    demo.add_argument("--customers", type=int, default=500)
+    demo.add_argument("--authorities", type=int, default=1200)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+async def _run_cancellable(
+    handler: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace
+) -> int:
+    """SIGTERM behaves like Ctrl-C: running streams record `interrupted`, then we exit."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        try:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        except (NotImplementedError, RuntimeError):
+            pass
+    return await handler(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        return asyncio.run(_run_cancellable(args.handler, args))
+    except ConfigError as exc:
+        print(f"pipeline: {secrets.redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except PipelineError as exc:
+        print(f"pipeline: {secrets.redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("pipeline: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""pipeline.toml + environment -> validated, frozen settings.
+
+The file shape is a public interface (see `pipeline.example.toml`). Validation happens before
+any work starts, and every problem is reported as one line naming the file, the key and the
+fix, so a nightly job fails at once instead of half-way through a run.
+
+Each source module contributes its own settings model (a subclass of `SourceSettings`), so a
+source's credentials are declared next to the source and checked here by the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.streams import SourceSpec
+
+DEFAULT_CONFIG_NAME = "pipeline.toml"
+DEFAULT_EMBEDDED_DIR = ".pipeline/pgdata"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class StreamSettings(_Strict):
+    """Per-stream settings; a stream may declare a subclass with extra options."""
+
+    enabled: bool = True
+    schedule: str = "0 2 * * *"
+    lookback_seconds: int = Field(default=0, ge=0)
+    page_size: int | None = Field(default=None, ge=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_parses(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a 5-field cron expression ({exc})") from None
+        return value
+
+
+class SourceSettings(_Strict):
+    """Connection settings every source has; subclasses add the source's credentials."""
+
+    base_url: str
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    requests_per_second: float | None = Field(default=None, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    backoff_seconds: float = Field(default=0.5, ge=0)
+    max_response_mb: float = Field(default=64.0, gt=0)
+    verify_tls: bool = True
+    streams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not contain credentials; put them in the source's own keys")
+        if parts.query or parts.fragment:
+            raise ValueError("must not contain a query string or fragment")
+        return value.rstrip("/")
+
+    def secret_values(self) -> list[str]:
+        """Every secret this source holds, for the log redactor."""
+        return [
+            value.get_secret_value()
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), SecretStr)
+        ]
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """A validated source: its settings plus the validated settings of each known stream."""
+
+    name: str
+    settings: SourceSettings
+    streams: Mapping[str, StreamSettings]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs, resolved; only the CLI builds it."""
+
+    path: Path | None
+    database_url: str | None
+    embedded_dir: Path
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+
+    def secret_values(self) -> list[str]:
+        values = [v for src in self.sources.values() for v in src.settings.secret_values()]
+        if self.database_url and (password := urlsplit(self.database_url).password):
+            values.append(password)
+        return values
+
+
+def resolve_config_path(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    """--config, then PIPELINE_CONFIG, then ./pipeline.toml if it exists."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("PIPELINE_CONFIG"):
+        return Path(environ["PIPELINE_CONFIG"])
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.exists() else None
+
+
+def load_settings(
+    path: Path | None,
+    environ: Mapping[str, str],
+    sources: Mapping[str, SourceSpec],
+) -> Settings:
+    """Read, expand and validate the configuration; raise ConfigError with one clear line."""
+    if path is None:
+        raw: dict[str, Any] = {}
+        label = "(no config file)"
+    else:
+        label = str(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{label}: file not found; pass --config PATH, set PIPELINE_CONFIG, or copy "
+                "pipeline.example.toml to pipeline.toml"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"{label}: not valid TOML ({exc}); fix the syntax at that line"
+            ) from None
+    raw = _expand_env(raw, environ, label, ())
+    return _validate(raw, environ, label, path, sources)
+
+
+def settings_from_mapping(
+    raw: Mapping[str, Any],
+    environ: Mapping[str, str],
+    sources: Mapping[str, SourceSpec],
+    label: str = "(settings)",
+) -> Settings:
+    """Validate settings built in code (the demo, tests) by exactly the file's rules."""
+    expanded = _expand_env(dict(raw), environ, label, ())
+    return _validate(expanded, environ, label, None, sources)
+
+
+def _validate(
+    raw: dict[str, Any],
+    environ: Mapping[str, str],
+    label: str,
+    path: Path | None,
+    sources: Mapping[str, SourceSpec],
+) -> Settings:
+    _reject_unknown(raw, ("database", "sources"), label, ())
+    database = raw.get("database", {})
+    _expect_table(database, label, ("database",))
+    _reject_unknown(database, ("url", "embedded_dir"), label, ("database",))
+    db_url = environ.get("DATABASE_URL") or database.get("url")
+    if db_url is not None:
+        _check_database_url(db_url, label)
+    embedded_dir = database.get("embedded_dir", DEFAULT_EMBEDDED_DIR)
+    if not isinstance(embedded_dir, str):
+        raise ConfigError(f"{label}: database.embedded_dir: expected a string path")
+
+    raw_sources = raw.get("sources", {})
+    _expect_table(raw_sources, label, ("sources",))
+    configured: dict[str, SourceConfig] = {}
+    for name, body in raw_sources.items():
+        spec = sources.get(name)
+        if spec is None:
+            known = ", ".join(sorted(sources)) or "none"
+            raise ConfigError(f"{label}: sources.{name}: unknown source; known sources: {known}")
+        _expect_table(body, label, ("sources", name))
+        try:
+            settings = spec.settings_model.model_validate(body)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, label, ("sources", name))) from None
+        streams: dict[str, StreamSettings] = {}
+        for stream_name, stream_body in settings.streams.items():
+            stream = spec.stream(stream_name)
+            if stream is None:
+                known = ", ".join(s.name for s in spec.streams)
+                raise ConfigError(
+                    f"{label}: sources.{name}.streams.{stream_name}: unknown stream; "
+                    f"{name} has: {known}"
+                )
+            where = ("sources", name, "streams", stream_name)
+            _expect_table(stream_body, label, where)
+            try:
+                stream_settings = stream.settings_model.model_validate(stream_body)
+            except ValidationError as exc:
+                raise ConfigError(_describe(exc, label, where)) from None
+            if (
+                stream_settings.page_size is not None
+                and stream.max_page_size is not None
+                and stream_settings.page_size > stream.max_page_size
+            ):
+                raise ConfigError(
+                    f"{label}: {'.'.join(where)}.page_size: {stream_settings.page_size} is above "
+                    f"the API's maximum of {stream.max_page_size}; use at most {stream.max_page_size}"
+                )
+            streams[stream_name] = stream_settings
+        for stream in spec.streams:
+            streams.setdefault(stream.name, stream.settings_model())
+        configured[name] = SourceConfig(name=name, settings=settings, streams=streams)
+    return Settings(
+        path=path,
+        database_url=db_url,
+        embedded_dir=Path(embedded_dir),
+        sources=configured,
+    )
+
+
+def _check_database_url(url: str, label: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
+        raise ConfigError(
+            f"{label}: database.url (or DATABASE_URL): expected postgresql://user@host:5432/db, "
+            f"got a {parts.scheme or 'scheme-less'} URL"
+        )
+
+
+def _expect_table(value: Any, label: str, where: tuple[str, ...]) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{label}: {'.'.join(where)}: expected a table like [{'.'.join(where)}], "
+            f"got {type(value).__name__}"
+        )
+
+
+def _reject_unknown(
+    table: Mapping[str, Any], allowed: tuple[str, ...], label: str, where: tuple[str, ...]
+) -> None:
+    for key in table:
+        if key not in allowed:
+            dotted = ".".join((*where, key))
+            raise ConfigError(f"{label}: {dotted}: unknown key; allowed here: {', '.join(allowed)}")
+
+
+def _expand_env(value: Any, environ: Mapping[str, str], label: str, where: tuple[str, ...]) -> Any:
+    """Replace ${VAR} in every string; a missing variable is an error, never an empty string."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, environ, label, (*where, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, environ, label, (*where, str(i))) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(
+                    f"{label}: {'.'.join(where)}: environment variable {name} is not set; "
+                    f"export {name}=... before running, or write the value in the file"
+                )
+            return environ[name]
+
+        return _ENV_REF.sub(substitute, value)
+    return value
+
+
+_FIXES = {
+    "extra_forbidden": "unknown key; remove it or check its spelling",
+    "missing": "required key is missing; add it",
+    "int_type": "expected a whole number",
+    "float_type": "expected a number",
+    "bool_type": "expected true or false",
+    "string_type": "expected a quoted string",
+    "dict_type": "expected a table",
+    "greater_than_equal": "too small",
+    "less_than_equal": "too large",
+    "greater_than": "too small",
+}
+
+
+def _describe(exc: ValidationError, label: str, where: tuple[str, ...]) -> str:
+    """One line for the first problem: file, dotted key, what is wrong, how to fix it."""
+    error = exc.errors()[0]
+    loc = tuple(str(part) for part in error["loc"])
+    dotted = ".".join((*where, *loc)) if loc else ".".join(where)
+    kind = error["type"]
+    problem = _FIXES.get(kind, "")
+    detail = error["msg"]
+    if kind == "value_error":
+        detail = str(error.get("ctx", {}).get("error", detail))
+        return f"{label}: {dotted}: {detail}"
+    if kind == "extra_forbidden":
+        return f"{label}: {dotted}: {problem}"
+    if kind == "missing":
+        return f"{label}: {dotted}: {problem}"
+    got = error.get("input")
+    got_text = f", got {got!r}" if got is not None and not isinstance(got, dict) else ""
+    return f"{label}: {dotted}: {problem or detail} ({detail.lower()}){got_text}"
+
+
+def secret(value: SecretStr | None) -> str | None:
+    """Unwrap a secret at the last moment, where it is put on the wire."""
+    return value.get_secret_value() if value is not None else None
+
+
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "SourceConfig",
+    "SourceSettings",
+    "StreamSettings",
+    "load_settings",
+    "resolve_config_path",
+    "settings_from_mapping",
+]

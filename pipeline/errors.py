@@ -1,0 +1,76 @@
+"""The errors a person sees, classified once.
+
+Every error that can end a stream carries enough to act on: which source and stream, what
+happened, and what to do next. Messages never contain secrets: callers pass paths, not URLs
+with credentials, and the logging redactor is the second line of defence.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base for errors whose message is meant for a person, not a traceback."""
+
+
+class ConfigError(PipelineError):
+    """The configuration cannot be used. The CLI exits with code 2 before any work starts."""
+
+
+class StreamFailed(PipelineError):
+    """A stream cannot continue. The other streams of the run go on."""
+
+    def __init__(self, source: str, stream: str, what: str, fix: str) -> None:
+        self.source = source
+        self.stream = stream
+        self.what = what
+        self.fix = fix
+        super().__init__(f"{source}.{stream}: {what}. {fix}")
+
+
+class SourceHttpError(PipelineError):
+    """A response the client will not retry (or stopped retrying).
+
+    The stream layer turns it into `StreamFailed`, adding the stream name.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        method: str,
+        path: str,
+        status: int | None,
+        detail: str,
+        fix: str,
+        attempts: int = 1,
+    ) -> None:
+        self.source = source
+        self.method = method
+        self.path = path
+        self.status = status
+        self.detail = detail
+        self.fix = fix
+        self.attempts = attempts
+        status_text = f"HTTP {status}" if status is not None else "no response"
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"{method} {path} failed{tries}: {status_text}: {detail}. {fix}")
+
+
+class AuthenticationFailed(SourceHttpError):
+    """401/403: retrying cannot help; the credentials or their scopes must change."""
+
+
+class NotFound(SourceHttpError):
+    """404: for a list endpoint a misconfiguration, for a detail endpoint a deletion signal."""
+
+
+class RetriesExhausted(SourceHttpError):
+    """Every attempt within the retry budget failed with a retriable error."""
+
+
+class BadRequest(SourceHttpError):
+    """4xx other than auth/404/429: the request we built is wrong; a bug or a config error."""
+
+
+class PaginationError(PipelineError):
+    """The source does not page as declared (a repeated page, an ignored parameter, an unsorted
+    page where sorting was asked): continuing could loop forever or skip records."""

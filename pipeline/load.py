@@ -1,0 +1,304 @@
+"""Writing one page: validate, quarantine, skip the unchanged, COPY + one upsert, in ONE transaction.
+
+Per page:
+1. every record is checked (object, primary key, cursor, typed columns); a bad one goes to
+   `pipeline.quarantine` with its raw JSON and the reason, and the rest of the page goes on;
+2. the stored content hashes of the page's keys are read, and only new or changed records
+   (or ones that come back from deleted/absent) are written: a quiet run writes nothing;
+3. those rows are COPied into a temporary staging table and merged with one
+   `INSERT ... ON CONFLICT DO UPDATE ... WHERE` the content differs and the incoming cursor is
+   not older than the stored one (a replayed old page never overwrites newer data);
+4. the caller's checkpoint (state, run counters) is written in the same transaction.
+
+Identifiers in SQL come from declarations only, never from input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from pipeline.streams import Incremental, SourceSpec, Stream, dig
+
+Checkpoint = Callable[[asyncpg.Connection, "PageResult"], Awaitable[None]]
+
+_SQL_TYPE = {
+    "text": "text",
+    "bigint": "bigint",
+    "boolean": "boolean",
+    "timestamptz": "timestamptz",
+    "date": "date",
+    "numeric": "numeric",
+    "jsonb": "jsonb",
+}
+
+
+@dataclass
+class PageResult:
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    max_cursor: datetime | None = None
+
+    def add(self, other: PageResult) -> None:
+        self.read += other.read
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.quarantined += other.quarantined
+        if other.max_cursor is not None and (
+            self.max_cursor is None or other.max_cursor > self.max_cursor
+        ):
+            self.max_cursor = other.max_cursor
+
+
+@dataclass
+class Rejected:
+    key: str | None
+    reason: str
+    raw: str
+
+
+@dataclass
+class PreparedPage:
+    rows: dict[Any, tuple[Any, ...]] = field(default_factory=dict)
+    cursors: dict[Any, datetime | None] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    seen_keys: list[Any] = field(default_factory=list)
+    read: int = 0
+
+
+def _raw_text(record: Any) -> str:
+    try:
+        return orjson.dumps(record).decode()
+    except TypeError:
+        return repr(record)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class TableWriter:
+    """Loads pages of one stream into its table over one connection (the stream's, which also
+    holds the stream's advisory lock)."""
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        source: SourceSpec,
+        stream: Stream,
+        run_id: uuid.UUID,
+    ) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.run_id = run_id
+        self.stream_key = f"{source.name}.{stream.name}"
+        self.table = f"{_ident(source.schema)}.{_ident(stream.name)}"
+        self.stage = _ident(f"stage_{source.schema}_{stream.name}")
+        self.seen = _ident(f"seen_{source.schema}_{stream.name}")
+        self.key = stream.primary_key
+        self.key_sql = _ident(self.key.name)
+        self.key_type = _SQL_TYPE[self.key.type.label]
+        self._key_path = self.key.source_path
+        self._columns = [(c, c.source_path) for c in stream.columns]
+        self.copy_columns = [c.name for c in stream.columns] + [
+            "data",
+            "_hash",
+            "_cursor",
+            "_run_id",
+        ]
+        self.track_seen = stream.incremental is Incremental.FULL_SCAN
+
+    # ---- set-up -----------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Create this connection's staging (and seen-keys) tables; call once per stream run."""
+        await self.conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} "
+            f"(LIKE {self.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        if self.track_seen:
+            await self.conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {self.seen} ({self.key_sql} {self.key_type} PRIMARY KEY)"
+            )
+            await self.conn.execute(f"TRUNCATE {self.seen}")
+
+    # ---- validation (pure) -----------------------------------------------------------------
+
+    def prepare_page(self, records: Sequence[Any]) -> PreparedPage:
+        """Turn records into COPY rows; reject the bad ones with a reason. No I/O."""
+        page = PreparedPage(read=len(records))
+        cursor_spec = self.stream.cursor
+        for record in records:
+            if not isinstance(record, dict):
+                page.rejected.append(Rejected(None, "not a JSON object", _raw_text(record)))
+                continue
+            raw_key = dig(record, self._key_path)
+            key: Any = None
+            try:
+                if raw_key is None:
+                    raise ValueError(f"missing primary key '{'.'.join(self._key_path)}'")
+                key = self.key.type.convert(raw_key)
+                cursor = cursor_spec.value(record) if cursor_spec else None
+                values = []
+                for column, path in self._columns:
+                    value = dig(record, path)
+                    if value is not None:
+                        try:
+                            value = column.type.convert(value)
+                        except ValueError as exc:
+                            raise ValueError(f"field '{'.'.join(path)}': {exc}") from None
+                    values.append(value)
+                canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+                if b"\\u0000" in canonical:
+                    raise ValueError("contains a NUL character, which Postgres cannot store")
+            except ValueError as exc:
+                page.rejected.append(
+                    Rejected(None if key is None else str(key), str(exc), _raw_text(record))
+                )
+                if key is not None:
+                    page.seen_keys.append(key)  # it exists at the source: never "absent"
+                continue
+            digest = hashlib.blake2b(canonical, digest_size=16).digest()
+            previous = page.cursors.get(key, ...)
+            if (
+                previous is not ...
+                and previous is not None
+                and cursor is not None
+                and cursor < previous
+            ):
+                continue  # the same key twice on a page: keep the newer version
+            page.cursors[key] = cursor
+            page.rows[key] = (*values, canonical.decode(), digest, cursor, self.run_id)
+            page.seen_keys.append(key)
+        return page
+
+    # ---- the transaction --------------------------------------------------------------------
+
+    async def write_page(
+        self, records: Sequence[Any], checkpoint: Checkpoint | None = None
+    ) -> PageResult:
+        page = self.prepare_page(records)
+        result = PageResult(read=page.read, quarantined=len(page.rejected))
+        for cursor in page.cursors.values():
+            if cursor is not None and (result.max_cursor is None or cursor > result.max_cursor):
+                result.max_cursor = cursor
+        async with self.conn.transaction():
+            if page.rejected:
+                await self._quarantine(page.rejected)
+            to_write = await self._changed_rows(page)
+            if to_write:
+                await self.conn.copy_records_to_table(
+                    self.stage.strip('"'), records=to_write, columns=self.copy_columns
+                )
+                flags = await self.conn.fetch(self._upsert_sql())
+                result.inserted = sum(1 for f in flags if f["inserted"])
+                result.updated = len(flags) - result.inserted
+            result.unchanged = len(page.rows) - result.inserted - result.updated
+            if self.track_seen and page.seen_keys:
+                await self.conn.execute(
+                    f"INSERT INTO {self.seen} SELECT unnest($1::{self.key_type}[]) ON CONFLICT DO NOTHING",
+                    page.seen_keys,
+                )
+            if checkpoint is not None:
+                await checkpoint(self.conn, result)
+        return result
+
+    async def _quarantine(self, rejected: list[Rejected]) -> None:
+        await self.conn.executemany(
+            "INSERT INTO pipeline.quarantine (run_id, stream, record_key, reason, raw) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            [(self.run_id, self.stream_key, r.key, r.reason, r.raw) for r in rejected],
+        )
+
+    async def _changed_rows(self, page: PreparedPage) -> list[tuple[Any, ...]]:
+        """Rows whose content differs from the stored row (or that must come back to life)."""
+        if not page.rows:
+            return []
+        stored = await self.conn.fetch(
+            f"SELECT {self.key_sql} AS k, _hash, _cursor, "
+            f"(_deleted_at IS NOT NULL OR _absent_scans <> 0) AS revive "
+            f"FROM {self.table} WHERE {self.key_sql} = ANY($1::{self.key_type}[])",
+            list(page.rows),
+        )
+        known = {row["k"]: row for row in stored}
+        hash_index = len(self.stream.columns) + 1
+        out = []
+        for key, row in page.rows.items():
+            current = known.get(key)
+            if current is None or current["revive"]:
+                out.append(row)
+                continue
+            if current["_hash"] == row[hash_index]:
+                continue
+            incoming_cursor = row[hash_index + 1]
+            if (
+                current["_cursor"] is not None
+                and incoming_cursor is not None
+                and incoming_cursor < current["_cursor"]
+            ):
+                continue  # an older version than the stored one: never go back in time
+            out.append(row)
+        return out
+
+    def _upsert_sql(self) -> str:
+        if not hasattr(self, "_upsert"):
+            names = [c.name for c in self.stream.columns] + ["data", "_hash", "_cursor", "_run_id"]
+            cols = ", ".join(map(_ident, names))
+            updates = ", ".join(
+                f"{_ident(n)} = EXCLUDED.{_ident(n)}" for n in names if n != self.key.name
+            )
+            self._upsert = (
+                f"INSERT INTO {self.table} AS t ({cols}, _synced_at, _deleted_at, _absent_scans) "
+                f"SELECT {cols}, now(), NULL, 0 FROM {self.stage} "
+                f"ON CONFLICT ({self.key_sql}) DO UPDATE SET {updates}, "
+                f"_synced_at = now(), _deleted_at = NULL, _absent_scans = 0 "
+                f"WHERE (t._hash <> EXCLUDED._hash OR t._deleted_at IS NOT NULL OR t._absent_scans <> 0) "
+                f"AND (t._cursor IS NULL OR EXCLUDED._cursor IS NULL OR EXCLUDED._cursor >= t._cursor) "
+                f"RETURNING (xmax = 0) AS inserted"
+            )
+        return self._upsert
+
+    # ---- after a complete scan --------------------------------------------------------------
+
+    async def absent_keys(self, limit: int) -> list[Any]:
+        """Live rows the finished scan did not see: delete *candidates*, not deletions."""
+        rows = await self.conn.fetch(
+            f"SELECT {self.key_sql} AS k FROM {self.table} t WHERE t._deleted_at IS NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql}) "
+            f"ORDER BY 1 LIMIT $1",
+            limit,
+        )
+        return [r["k"] for r in rows]
+
+    async def record_absences(self, confirmed_gone: Sequence[Any]) -> int:
+        """After a complete scan: count one more absent scan for every live row it did not see,
+        and mark deleted the rows confirmed gone (a 404 on their detail endpoint) and those absent
+        from two complete scans in a row. Returns how many rows were marked deleted.
+
+        Call inside the transaction that also commits the scan's watermark."""
+        not_seen = (
+            f"NOT EXISTS (SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql})"
+        )
+        await self.conn.execute(
+            f"UPDATE {self.table} t SET _absent_scans = _absent_scans + 1 "
+            f"WHERE t._deleted_at IS NULL AND {not_seen}"
+        )
+        status = await self.conn.execute(
+            f"UPDATE {self.table} t SET _deleted_at = now(), _synced_at = now(), _run_id = $2 "
+            f"WHERE t._deleted_at IS NULL AND {not_seen} "
+            f"AND (t.{self.key_sql} = ANY($1::{self.key_type}[]) OR t._absent_scans >= 2)",
+            list(confirmed_gone),
+            self.run_id,
+        )
+        return int(status.split()[-1])

@@ -1,0 +1,390 @@
+"""Runs streams: one lock, one connection and one `sync_runs` row per stream; streams concurrent.
+
+Both the CLI and the scheduler call `Runner.run`. Within a stream, fetching overlaps loading:
+a producer walks the paginator into a small queue while the loader writes pages, each in its
+own transaction. A stream's failure is recorded and reported; it never stops the other streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline import history
+from pipeline.config import ConfigError, Settings, SourceConfig, StreamSettings
+from pipeline.errors import NotFound, PaginationError, PipelineError, SourceHttpError
+from pipeline.http import HttpClient, JsonResponse
+from pipeline.load import PageResult, TableWriter
+from pipeline.logs import get_logger, secrets
+from pipeline.paginators import Page, records_at
+from pipeline.sources import SOURCES
+from pipeline.state import advance_watermark, read_state
+from pipeline.streams import Incremental, SourceSpec, Stream
+
+log = get_logger(__name__)
+
+# Detail-endpoint probes per run for delete candidates; beyond it, the two-scan rule decides.
+MAX_DELETE_PROBES = 1000
+QUEUE_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class StreamTarget:
+    source: SourceSpec
+    stream: Stream
+    config: SourceConfig
+
+    @property
+    def key(self) -> str:
+        return f"{self.source.name}.{self.stream.name}"
+
+    @property
+    def settings(self) -> StreamSettings:
+        return self.config.streams[self.stream.name]
+
+
+@dataclass
+class StreamOutcome:
+    key: str
+    status: str  # succeeded | failed | skipped | interrupted
+    totals: PageResult = field(default_factory=PageResult)
+    pages: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+    watermark: datetime | None = None
+    error: str | None = None
+
+
+def select_streams(settings: Settings, names: Iterable[str]) -> list[StreamTarget]:
+    """`source.stream` or bare `stream` names; none means every enabled stream configured."""
+    available = [
+        StreamTarget(SOURCES[name], stream, config)
+        for name, config in settings.sources.items()
+        for stream in SOURCES[name].streams
+    ]
+    names = list(names)
+    if not names:
+        return [t for t in available if t.settings.enabled]
+    chosen: list[StreamTarget] = []
+    for name in names:
+        matches = [t for t in available if name in (t.key, t.stream.name)]
+        if not matches:
+            known = ", ".join(t.key for t in available) or "none (no source is configured)"
+            raise ConfigError(f"unknown stream '{name}'; configured streams: {known}")
+        if len(matches) > 1:
+            raise ConfigError(
+                f"stream name '{name}' is ambiguous; use one of: "
+                + ", ".join(t.key for t in matches)
+            )
+        if matches[0] not in chosen:
+            chosen.append(matches[0])
+    return chosen
+
+
+def build_client(spec: SourceSpec, config: SourceConfig) -> HttpClient:
+    s = config.settings
+    return HttpClient(
+        spec.name,
+        spec.api_root(s),
+        auth=spec.make_auth(s),
+        max_concurrency=s.max_concurrency,
+        requests_per_second=s.requests_per_second,
+        timeout_seconds=s.timeout_seconds,
+        max_retries=s.max_retries,
+        backoff_seconds=s.backoff_seconds,
+        max_response_bytes=int(s.max_response_mb * 1024 * 1024),
+        verify_tls=s.verify_tls,
+    )
+
+
+class Runner:
+    """Runs a set of streams once. Resources come in; nothing global is created here."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        run_id: uuid.UUID | None = None,
+        kind: str = "sync",
+        clients: Mapping[str, HttpClient] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.run_id = run_id or uuid.uuid4()
+        self.kind = kind
+        self._clients = dict(clients or {})
+
+    async def run(self, targets: list[StreamTarget]) -> list[StreamOutcome]:
+        async with AsyncExitStack() as stack:
+            clients: dict[str, HttpClient] = {}
+            for target in targets:
+                name = target.source.name
+                if name not in clients:
+                    client = self._clients.get(name) or build_client(target.source, target.config)
+                    clients[name] = await stack.enter_async_context(client)
+            return list(
+                await asyncio.gather(
+                    *(self._run_stream(t, clients[t.source.name]) for t in targets)
+                )
+            )
+
+    async def _run_stream(self, target: StreamTarget, client: HttpClient) -> StreamOutcome:
+        with structlog.contextvars.bound_contextvars(
+            run_id=str(self.run_id), source=target.source.name, stream=target.stream.name
+        ):
+            started = time.monotonic()
+            async with self.engine.connect() as sa_conn:
+                raw = await sa_conn.get_raw_connection()
+                conn: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+                outcome = await _StreamRun(self, target, client, conn).run()
+            outcome.seconds = time.monotonic() - started
+            log.info(
+                "stream_finished",
+                status=outcome.status,
+                pages=outcome.pages,
+                records=outcome.totals.read,
+                inserted=outcome.totals.inserted,
+                updated=outcome.totals.updated,
+                unchanged=outcome.totals.unchanged,
+                quarantined=outcome.totals.quarantined,
+                deleted=outcome.deleted,
+                duration_ms=round(outcome.seconds * 1000),
+                error=outcome.error,
+            )
+            return outcome
+
+
+class _StreamRun:
+    """One stream, one run: lock, history row, extract + load, finish."""
+
+    def __init__(
+        self, runner: Runner, target: StreamTarget, client: HttpClient, conn: asyncpg.Connection
+    ) -> None:
+        self.runner = runner
+        self.target = target
+        self.stream = target.stream
+        self.key = target.key
+        self.client = client
+        self.conn = conn
+        self.run_id = runner.run_id
+        self.outcome = StreamOutcome(self.key, "running")
+        self.row_id: int | None = None
+        self.run_start = datetime.now(UTC)
+
+    async def run(self) -> StreamOutcome:
+        lock_name = f"pipeline.stream:{self.key}"
+        locked = await self.conn.fetchval(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", lock_name
+        )
+        if not locked:
+            log.warning(
+                "stream_locked_skipping", reason="another run of this stream is in progress"
+            )
+            self.outcome.status = "skipped"
+            self.outcome.error = "another run of this stream holds its lock; skipped"
+            return self.outcome
+        try:
+            await self._run_locked()
+        finally:
+            try:
+                await self.conn.execute(
+                    "SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock_name
+                )
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                pass  # a broken connection has released the lock already
+        return self.outcome
+
+    async def _run_locked(self) -> None:
+        await history.close_abandoned(self.conn, self.key)
+        state = await read_state(self.conn, self.key)
+        self.outcome.watermark = state.watermark
+        self.row_id = await history.begin(
+            self.conn, self.run_id, self.key, self.runner.kind, state.watermark
+        )
+        log.info(
+            "stream_started", watermark=state.watermark.isoformat() if state.watermark else None
+        )
+        writer = TableWriter(self.conn, self.target.source, self.stream, self.run_id)
+        status, error = "failed", None
+        try:
+            await writer.prepare()
+            if self.stream.incremental is Incremental.FULL_SCAN:
+                await self._full_scan(writer)
+            else:
+                await self._sorted_filter(writer, state.watermark)
+            status = "succeeded"
+        except asyncio.CancelledError:
+            status, error = "interrupted", "stopped before the run finished"
+            raise
+        except (SourceHttpError, PaginationError) as exc:
+            error = f"{self.key}: {exc}"
+        except PipelineError as exc:
+            error = f"{self.key}: {exc}"
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            error = f"{self.key}: database error: {type(exc).__name__}: {exc}"
+        except Exception as exc:
+            log.exception("stream_crashed")
+            error = f"{self.key}: internal error {type(exc).__name__}: {exc}; please report it"
+        finally:
+            self.outcome.status = status
+            self.outcome.error = secrets.redact(error) if error else None
+            if error:
+                log.error("stream_failed", error=self.outcome.error)
+            await asyncio.shield(self._finish(status))
+
+    async def _finish(self, status: str) -> None:
+        if self.row_id is None:
+            return
+        try:
+            await history.finish(
+                self.conn,
+                self.row_id,
+                status,
+                watermark_after=self.outcome.watermark,
+                deleted=self.outcome.deleted,
+                error=self.outcome.error,
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.error("run_history_not_written", error=str(exc))
+
+    # ---- strategies ------------------------------------------------------------------------
+
+    def _paginator_and_fetch(self) -> tuple[Any, Any]:
+        paginator = self.stream.paginator(self.stream.page_size(self.target.settings))
+        path = self.stream.path
+        records_path = paginator.records_path
+
+        def expect(body: Any) -> None:
+            records_at(body, records_path)
+
+        async def fetch(params: Mapping[str, str]) -> JsonResponse:
+            return await self.client.get(path, params, expect=expect)
+
+        return paginator, fetch
+
+    async def _load(self, writer: TableWriter, page: Page, checkpoint_at: datetime | None) -> None:
+        started = time.monotonic()
+        row_id = self.row_id
+        assert row_id is not None
+
+        async def checkpoint(conn: asyncpg.Connection, result: PageResult) -> None:
+            await history.add_page(conn, row_id, result)
+            if checkpoint_at is not None:
+                await advance_watermark(conn, self.key, checkpoint_at, self.run_id)
+
+        result = await writer.write_page(page.records, checkpoint)
+        self.outcome.totals.add(result)
+        self.outcome.pages += 1
+        if checkpoint_at is not None:
+            self.outcome.watermark = max(filter(None, (self.outcome.watermark, checkpoint_at)))
+        log.info(
+            "page_loaded",
+            page=page.number,
+            records=result.read,
+            inserted=result.inserted,
+            updated=result.updated,
+            quarantined=result.quarantined,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
+
+    async def _full_scan(self, writer: TableWriter) -> None:
+        """Read every page; write what changed; after a complete scan, settle deletions and the
+        watermark in one transaction."""
+        paginator, fetch = self._paginator_and_fetch()
+        pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
+        async for page in _overlapped(pages):
+            await self._load(writer, page, None)
+        gone = await self._probe_absent(writer)
+        high_water = self.outcome.totals.max_cursor
+        watermark = min(high_water, self.run_start) if high_water else None
+        async with self.conn.transaction():
+            self.outcome.deleted = await writer.record_absences(gone)
+            if watermark is not None:
+                await advance_watermark(self.conn, self.key, watermark, self.run_id)
+        if watermark is not None:
+            self.outcome.watermark = max(filter(None, (self.outcome.watermark, watermark)))
+
+    async def _probe_absent(self, writer: TableWriter) -> list[Any]:
+        """Ask the detail endpoint about rows the scan did not see: 404 confirms a deletion,
+        a record proves the row alive (page drift hid it) and is stored; anything else leaves
+        the decision to the two-scan rule."""
+        if not self.stream.detail_path:
+            return []
+        candidates = await writer.absent_keys(MAX_DELETE_PROBES)
+        if not candidates:
+            return []
+        detail_path = self.stream.detail_path
+
+        async def probe(key: Any) -> tuple[Any, Any]:
+            try:
+                response = await self.client.get(detail_path.format(id=key))
+            except NotFound:
+                return key, None
+            except SourceHttpError as exc:
+                log.warning("delete_probe_inconclusive", key=str(key), error=str(exc))
+                return key, ...
+            return key, response.body
+
+        results = await asyncio.gather(*(probe(k) for k in candidates))
+        gone = [key for key, body in results if body is None]
+        alive = [body for _, body in results if body is not None and body is not ...]
+        if alive:
+            await self._load(writer, Page(alive, number=0), None)
+        log.info(
+            "delete_candidates_probed", candidates=len(candidates), gone=len(gone), alive=len(alive)
+        )
+        return gone
+
+    async def _sorted_filter(self, writer: TableWriter, watermark: datetime | None) -> None:
+        """Read from the watermark (minus lookback) in cursor order; commit the checkpoint with
+        every page, never past the run's start (late commits at the source stay covered)."""
+        start = None
+        if watermark is not None:
+            start = watermark - timedelta(seconds=self.target.settings.lookback_seconds)
+        paginator, fetch = self._paginator_and_fetch()
+        pages = paginator.pages(fetch, start=start, concurrency=self.client.max_concurrency)
+        async for page in _overlapped(pages):
+            checkpoint = min(page.checkpoint, self.run_start) if page.checkpoint else None
+            await self._load(writer, page, checkpoint)
+
+
+_DONE = object()
+
+
+async def _overlapped(pages: AsyncIterator[Page], depth: int = QUEUE_DEPTH) -> AsyncIterator[Page]:
+    """Fetch ahead of the loader: up to `depth` pages wait while one is being written."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+
+    async def produce() -> None:
+        try:
+            async for page in pages:
+                await queue.put(page)
+            await queue.put(_DONE)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, which raises it
+            await queue.put(exc)
+        finally:
+            await pages.aclose()  # type: ignore[attr-defined]
+
+    producer = asyncio.create_task(produce())
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)

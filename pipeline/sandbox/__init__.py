@@ -1,0 +1,43 @@
+"""Local simulators of the source APIs, served on loopback for the demo, tests and benchmarks.
+
+async with serve(SohoSimulator(customers=500)) as running:
+    ...  # point a client at running.url
+"""
+
+from __future__ import annotations
+
+from .core import (
+    DropConnection,
+    Fault,
+    FaultPlan,
+    HtmlPage,
+    HttpError,
+    LoggedRequest,
+    RunningSimulator,
+    ScheduledFault,
+    Simulator,
+    Stall,
+    TruncatedBody,
+    serve,
+    start,
+)
+from .soho import SohoSimulator
+from .valomnia import ValomniaSimulator
+
+__all__ = [
+    "DropConnection",
+    "Fault",
+    "FaultPlan",
+    "HtmlPage",
+    "HttpError",
+    "LoggedRequest",
+    "RunningSimulator",
+    "ScheduledFault",
+    "Simulator",
+    "SohoSimulator",
+    "Stall",
+    "TruncatedBody",
+    "ValomniaSimulator",
+    "serve",
+    "start",
+]

@@ -1,0 +1,192 @@
+"""Small seeded generators of plausible personal and organisational data.
+
+The simulators need records that look like the documented examples (Faker-style names such as
+"West Brian" or "Kohler Underpass", Belgian phone numbers, postal codes that keep their leading
+zeros) without pulling in a dependency. Every function takes the `random.Random` to draw from,
+so a simulator built with the same seed always produces the same data.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+# fmt: off
+FIRST_NAMES: tuple[str, ...] = (
+    "Roman", "Santos", "Dexter", "Tracy", "Yael", "Jeneva", "Danny", "Gale", "Diedre", "Shad",
+    "Laurice", "Marvin", "Nathalie", "Clifford", "Emma", "Lucas", "Louise", "Noah", "Olivia",
+    "Liam", "Mila", "Arthur", "Elena", "Jules", "Lotte", "Victor", "Anouk", "Thomas", "Sofie",
+    "Milan", "Charlotte", "Adam", "Julie", "Wout", "Fleur", "Kobe", "Marie", "Bram", "Ines",
+    "Hugo", "Amber", "Finn", "Nora", "Seppe", "Hanne", "Jonas", "Lena", "Robbe", "Zoe",
+    "Kendra", "Alvin", "Myrtle", "Desmond", "Priscilla", "Herbert", "Tamika", "Orville",
+)
+LAST_NAMES: tuple[str, ...] = (
+    "Ferry", "Bosco", "Smith", "Becker", "Barton", "Crist", "Ocean", "Rodriguez", "Towne",
+    "Johnston", "Boehm", "Prohaska", "Abernathy", "Mohr", "Schroeder", "Lockman", "Tillman",
+    "Feeney", "Kohler", "Daugherty", "Pouros", "Quitzon", "Rau", "Kiehn", "Wisozk", "Dach",
+    "Lang", "Carroll", "Peeters", "Janssens", "Maes", "Jacobs", "Mertens", "Willems", "Claes",
+    "Goossens", "Wouters", "De Smet", "Dubois", "Lambert", "Dupont", "Martin", "Hermans",
+    "Vermeulen", "Leroy", "Renard", "Hahn", "Gutmann", "Kuhlman", "Stroman", "Heller",
+    "Bednar", "Krajcik", "Runolfsdottir", "O'Keefe", "Schinner", "Veum", "Zboncak",
+)
+_CITY_PREFIXES: tuple[str, ...] = (
+    "", "", "", "West ", "East ", "North ", "South ", "New ", "Port ", "Lake ",
+)
+_CITY_SUFFIXES: tuple[str, ...] = (
+    "town", "fort", "furt", "ville", "view", "borough", "side", "haven", "burgh", "stad", "",
+)
+_STREET_SUFFIXES: tuple[str, ...] = (
+    "Route", "Underpass", "Street", "Stream", "Rapid", "Parkway", "Corner", "Islands", "Avenue",
+    "Lane", "Road", "Square", "Crossing", "Ridge", "Plaza", "Court", "Drive", "Way", "Meadow",
+)
+_EMAIL_TLDS: tuple[str, ...] = ("name", "com", "io", "co", "net", "org", "be", "info", "biz")
+_COMPANY_SUFFIXES: tuple[str, ...] = ("Group", "LLC", "Inc", "and Sons", "BV", "NV", "Ltd")
+
+SENIORITIES: tuple[str, ...] = (
+    "", "Senior", "Junior", "Lead", "Chief", "Assistant", "Deputy", "Regional", "Head",
+)
+DEPARTMENTS: tuple[str, ...] = (
+    "Sales", "Delivery", "Warehouse", "Finance", "Marketing", "Logistics", "Customer Care",
+    "Merchandising", "Procurement", "Fleet", "Quality", "Field", "Export", "Retail", "Key Account",
+    "Operations", "IT", "HR", "Compliance", "Trade Marketing",
+)
+ROLES: tuple[str, ...] = (
+    "Manager", "Supervisor", "Agent", "Officer", "Coordinator", "Analyst", "Representative",
+    "Planner", "Controller", "Driver", "Man", "Clerk", "Director", "Auditor", "Administrator",
+)
+REGIONS: tuple[str, ...] = (
+    "Antwerp", "Brussels", "Ghent", "Liege", "Namur", "Bruges", "Leuven", "Mons", "Casablanca",
+    "Tunis", "Algiers", "Dakar", "Abidjan", "Paris", "Lyon", "Lille", "Rabat", "Sfax", "Oran",
+    "Marrakesh", "North", "South", "East", "West", "Central", "Coastal", "Export", "Online",
+)
+# fmt: on
+
+
+_PLACE_WORDS = tuple(w.replace(" ", "").replace("'", "") for w in FIRST_NAMES + LAST_NAMES)
+_STREET_WORDS = LAST_NAMES + FIRST_NAMES
+
+
+def pick(rng: random.Random, options: tuple[str, ...]) -> str:
+    """`rng.choice`, several times faster; 200k-record datasets draw millions of these."""
+    return options[int(rng.random() * len(options))]
+
+
+def between(rng: random.Random, low: int, high: int) -> int:
+    """`rng.randint(low, high)`, several times faster."""
+    return low + int(rng.random() * (high - low + 1))
+
+
+def first_name(rng: random.Random) -> str:
+    return pick(rng, FIRST_NAMES)
+
+
+def last_name(rng: random.Random) -> str:
+    return pick(rng, LAST_NAMES)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def email(rng: random.Random, first: str | None = None, last: str | None = None) -> str:
+    """Faker-like address: `gale@rodriguez.name`, `diedre_towne@langcarroll.name`."""
+    first = _slug(first or first_name(rng))
+    company = _slug(last_name(rng)) + (_slug(last_name(rng)) if rng.random() < 0.4 else "")
+    shape = rng.random()
+    if shape < 0.35:
+        local = first
+    elif shape < 0.7:
+        local = f"{first}_{_slug(last or last_name(rng))}"
+    else:
+        local = f"{first}.{_slug(last or last_name(rng))}"
+    return f"{local}@{company}.{pick(rng, _EMAIL_TLDS)}"
+
+
+def city(rng: random.Random) -> str:
+    base = pick(rng, _PLACE_WORDS)
+    suffix = pick(rng, _CITY_SUFFIXES)
+    return f"{pick(rng, _CITY_PREFIXES)}{base}{suffix}"
+
+
+def street(rng: random.Random) -> str:
+    """`Johns Route`, or with a house number in front as in `678 Daugherty Corner`."""
+    name = pick(rng, _STREET_WORDS)
+    text = f"{name} {pick(rng, _STREET_SUFFIXES)}"
+    if rng.random() < 0.25:
+        text = f"{between(rng, 1, 9999)} {text}"
+    return text
+
+
+def building(rng: random.Random) -> str:
+    return str(between(rng, 1, 300) if rng.random() < 0.5 else between(rng, 1000, 99999))
+
+
+def building_addon(rng: random.Random) -> str:
+    return f"{pick(rng, ('Apt.', 'Suite'))} {between(rng, 100, 999)}"
+
+
+def postal_code(rng: random.Random) -> str:
+    """Text, never a number: `04975` keeps its zero and `68658-3184` has a ZIP+4 part."""
+    roll = rng.random()
+    if roll < 0.15:
+        return f"0{between(rng, 1000, 9999)}"
+    if roll < 0.3:
+        return f"{between(rng, 10000, 99999)}-{between(rng, 1000, 9999)}"
+    if roll < 0.55:
+        return str(between(rng, 1000, 9999))
+    return str(between(rng, 10000, 99999))
+
+
+def phone(rng: random.Random) -> str:
+    """Already normalised the way Soho stores it: `+3256980144`."""
+    return f"+32{pick(rng, ('2', '3', '9', '4', '56', '50', '47'))}{between(rng, 1000000, 9999999)}"
+
+
+def normalise_phone(raw: str) -> str:
+    """Mimic Soho's storage: `+32(0)56/98.01.44` comes back as `+3256980144`."""
+    raw = raw.replace("(0)", "")
+    digits = re.sub(r"\D", "", raw)
+    return f"+{digits}" if raw.strip().startswith("+") else digits
+
+
+def birth_date(rng: random.Random) -> str:
+    return f"{between(rng, 1940, 2004)}-{between(rng, 1, 12):02d}-{between(rng, 1, 28):02d}"
+
+
+def company(rng: random.Random) -> str:
+    return f"{last_name(rng)} {pick(rng, _COMPANY_SUFFIXES)}"
+
+
+def domain(name: str, number: int) -> str:
+    """`quitzonrau-kiehn-7` style tenant slug."""
+    return f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}-{number}"
+
+
+def job_title(rng: random.Random) -> str:
+    """An authority name such as `Delivery Man` or `Senior Sales Supervisor Antwerp`."""
+    parts = [pick(rng, SENIORITIES), pick(rng, DEPARTMENTS), pick(rng, ROLES)]
+    if rng.random() < 0.5:
+        parts.append(pick(rng, REGIONS))
+    return " ".join(p for p in parts if p)
+
+
+class JobTitles:
+    """Unique authority names: natural titles first, then numbered (`Sales Manager 2`).
+
+    Remembers the last suffix per title, so drawing 200k names stays linear.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self._suffix: dict[str, int] = {}
+
+    def draw(self, taken: set[str] | dict[str, int]) -> str:
+        for _ in range(2):
+            name = job_title(self.rng)
+            if name not in taken:
+                return name
+        n = self._suffix.get(name, 1) + 1
+        while f"{name} {n}" in taken:
+            n += 1
+        self._suffix[name] = n
+        return f"{name} {n}"

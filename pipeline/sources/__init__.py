@@ -1,0 +1,8 @@
+"""Every source system the pipeline knows, by the name used in pipeline.toml."""
+
+from __future__ import annotations
+
+from pipeline.sources import soho, valomnia
+from pipeline.streams import SourceSpec
+
+SOURCES: dict[str, SourceSpec] = {spec.name: spec for spec in (soho.SOURCE, valomnia.SOURCE)}

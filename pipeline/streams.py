@@ -1,0 +1,215 @@
+"""Streams and sources are declared as data: endpoint, paginator, key, cursor, columns.
+
+A source module lists facts; the runner, the loader and the table definitions read them. Adding
+a stream of a known paging style is one declaration and one migration, no new control flow.
+
+Two incremental strategies exist, because the APIs allow only two honest ones:
+- `FULL_SCAN`: the API cannot filter or sort by time. Every run reads every page (concurrently
+  where the page count is known); what is *written* is decided by content, so a quiet run writes
+  nothing; the watermark only records the high-water mark, committed after a complete scan and
+  never past the run's start; a complete scan is also what detects hard deletes.
+- `SORTED_FILTER`: the API filters `cursor >= watermark` and sorts by it. Pages come in cursor
+  order, so the checkpoint is committed with each page and a crash resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from pipeline.config import SourceSettings, StreamSettings
+
+if TYPE_CHECKING:
+    from pipeline.auth import Auth
+    from pipeline.paginators import Paginator
+
+
+class Incremental(enum.Enum):
+    FULL_SCAN = "full_scan"
+    SORTED_FILTER = "sorted_filter"
+
+
+# ---------------------------------------------------------------------------------------------
+# Column types: the SQL type, and the conversion of a JSON value into what COPY needs.
+# A conversion raises ValueError with a short reason; the record then goes to quarantine.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    sql: Callable[[], sa.types.TypeEngine[Any]]
+    convert: Callable[[Any], Any]
+    label: str
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL character")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _bigint(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("integer out of range")
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return _bigint(int(value))
+    raise ValueError(f"expected an integer, got {value!r}"[:80])
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError(f"expected a boolean, got {value!r}"[:80])
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """ISO-8601 with a zone (Z or an offset); a timestamp without a zone is ambiguous."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO-8601 timestamp string, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 timestamp: {value!r}"[:80]) from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without a time zone: {value!r}"[:80])
+    return parsed
+
+
+def _date(value: Any) -> date:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a YYYY-MM-DD date string, got {type(value).__name__}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not a YYYY-MM-DD date: {value!r}"[:80]) from None
+
+
+def _numeric(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}"[:80]) from None
+
+
+TEXT = ColumnType(sa.Text, _text, "text")
+BIGINT = ColumnType(sa.BigInteger, _bigint, "bigint")
+BOOLEAN = ColumnType(sa.Boolean, _boolean, "boolean")
+TIMESTAMPTZ = ColumnType(lambda: sa.DateTime(timezone=True), parse_timestamp, "timestamptz")
+DATE = ColumnType(sa.Date, _date, "date")
+NUMERIC = ColumnType(sa.Numeric, _numeric, "numeric")
+JSONB = ColumnType(pg.JSONB, lambda v: v, "jsonb")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A typed column filled from a (dotted) path in the record; `path` defaults to `name`."""
+
+    name: str
+    type: ColumnType
+    path: str | None = None
+    primary_key: bool = False
+    index: bool = False
+
+    @property
+    def source_path(self) -> tuple[str, ...]:
+        return tuple((self.path or self.name).split("."))
+
+
+def dig(record: Any, path: Sequence[str]) -> Any:
+    """The value at a dotted path, or None where any step is missing."""
+    value = record
+    for step in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+        if value is None:
+            return None
+    return value
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The record's change time: the latest of the given paths (each an ISO-8601 timestamp)."""
+
+    paths: tuple[str, ...]
+
+    def value(self, record: dict[str, Any]) -> datetime | None:
+        """Raises ValueError when a present value does not parse; None when all are absent."""
+        latest: datetime | None = None
+        for path in self.paths:
+            raw = dig(record, path.split("."))
+            if raw is None:
+                continue
+            parsed = parse_timestamp(raw)
+            if latest is None or parsed > latest:
+                latest = parsed
+        return latest
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One table's worth of records from one endpoint."""
+
+    name: str
+    path: str
+    paginator: Callable[[int], Paginator]
+    columns: tuple[Column, ...]
+    incremental: Incremental
+    cursor: Cursor | None = None
+    detail_path: str | None = None
+    default_page_size: int = 100
+    max_page_size: int | None = None
+    settings_model: type[StreamSettings] = StreamSettings
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        keys = [c for c in self.columns if c.primary_key]
+        if len(keys) != 1:
+            raise ValueError(f"stream {self.name}: declare exactly one primary key column")
+        if self.incremental is Incremental.SORTED_FILTER and self.cursor is None:
+            raise ValueError(f"stream {self.name}: a sorted-filter stream needs a cursor")
+
+    @property
+    def primary_key(self) -> Column:
+        return next(c for c in self.columns if c.primary_key)
+
+    def page_size(self, settings: StreamSettings) -> int:
+        return settings.page_size or self.default_page_size
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source system: its settings, how it authenticates, where its API lives, its streams."""
+
+    name: str
+    title: str
+    settings_model: type[SourceSettings]
+    make_auth: Callable[[Any], Auth]
+    streams: tuple[Stream, ...]
+    api_root: Callable[[Any], str] = field(default=lambda settings: settings.base_url)
+
+    def stream(self, name: str) -> Stream | None:
+        return next((s for s in self.streams if s.name == name), None)
+
+    @property
+    def schema(self) -> str:
+        return self.name

@@ -1,0 +1,134 @@
+"""The tables, as SQLAlchemy Core metadata: the single truth Alembic migrations must match.
+
+Stream tables are derived from the stream declarations (typed columns + the raw record + the
+bookkeeping columns), so a declaration and its table cannot drift apart unnoticed: a test
+compares the migrated database with this metadata.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from pipeline.sources import SOURCES
+from pipeline.streams import SourceSpec, Stream
+
+metadata = sa.MetaData()
+
+PIPELINE_SCHEMA = "pipeline"
+
+stream_state = sa.Table(
+    "stream_state",
+    metadata,
+    sa.Column("stream", sa.Text, primary_key=True),
+    sa.Column("watermark", sa.DateTime(timezone=True)),
+    sa.Column("checkpoint", pg.JSONB),
+    sa.Column("run_id", pg.UUID(as_uuid=True)),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    schema=PIPELINE_SCHEMA,
+    comment="Incremental state per stream; written in the same transaction as the data it covers.",
+)
+
+sync_runs = sa.Table(
+    "sync_runs",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("run_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("stream", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False, server_default="sync"),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column(
+        "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("pages", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("records_read", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("inserted", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("unchanged", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("quarantined", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("deleted", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("watermark_before", sa.DateTime(timezone=True)),
+    sa.Column("watermark_after", sa.DateTime(timezone=True)),
+    sa.Column("error", sa.Text),
+    sa.CheckConstraint(
+        "status in ('running', 'succeeded', 'failed', 'interrupted')", name="sync_runs_status"
+    ),
+    sa.Index("sync_runs_stream_started", "stream", sa.text("started_at DESC")),
+    schema=PIPELINE_SCHEMA,
+    comment="One row per stream per run: what it read and wrote, and how it ended.",
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("run_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("stream", sa.Text, nullable=False),
+    sa.Column("record_key", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column(
+        "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Index("quarantine_stream_received", "stream", "received_at"),
+    schema=PIPELINE_SCHEMA,
+    comment="Records that could not be loaded, verbatim (raw JSON text), with the reason.",
+)
+
+BOOKKEEPING_COLUMNS = (
+    "data",
+    "_hash",
+    "_cursor",
+    "_synced_at",
+    "_run_id",
+    "_deleted_at",
+    "_absent_scans",
+)
+
+
+def _stream_table(spec: SourceSpec, stream: Stream) -> sa.Table:
+    typed = [
+        sa.Column(
+            column.name,
+            column.type.sql(),
+            primary_key=column.primary_key,
+            nullable=not column.primary_key,
+        )
+        for column in stream.columns
+    ]
+    indexes = [
+        sa.Index(f"{stream.name}_{column.name}", column.name)
+        for column in stream.columns
+        if column.index
+    ]
+    return sa.Table(
+        stream.name,
+        metadata,
+        *typed,
+        sa.Column("data", pg.JSONB, nullable=False),
+        sa.Column("_hash", sa.LargeBinary, nullable=False),
+        sa.Column("_cursor", sa.DateTime(timezone=True)),
+        sa.Column(
+            "_synced_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column("_run_id", pg.UUID(as_uuid=True), nullable=False),
+        sa.Column("_deleted_at", sa.DateTime(timezone=True)),
+        sa.Column("_absent_scans", sa.SmallInteger, nullable=False, server_default="0"),
+        *indexes,
+        schema=spec.schema,
+        comment=stream.description or None,
+    )
+
+
+STREAM_TABLES: dict[str, sa.Table] = {
+    f"{spec.name}.{stream.name}": _stream_table(spec, stream)
+    for spec in SOURCES.values()
+    for stream in spec.streams
+}
+
+
+def stream_table(source: str, stream: str) -> sa.Table:
+    return STREAM_TABLES[f"{source}.{stream}"]
