@@ -61,7 +61,9 @@ async def sync(
 async def live_rows(engine: AsyncEngine, table: str) -> dict[Any, dict[str, Any]]:
     """The stored records (the `data` column) of live rows, by primary key."""
     async with engine.connect() as conn:
-        result = await conn.execute(sa.text(f"SELECT id, data FROM {table} WHERE _deleted_at IS NULL"))
+        result = await conn.execute(
+            sa.text(f"SELECT id, data FROM {table} WHERE _deleted_at IS NULL")
+        )
         return {row.id: row.data for row in result}
 
 

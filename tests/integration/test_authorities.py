@@ -27,7 +27,9 @@ def _second(value: datetime) -> datetime:
     return value.replace(microsecond=0)
 
 
-async def test_first_sync_loads_everything_typed(engine: AsyncEngine, valomnia: RunningSimulator) -> None:
+async def test_first_sync_loads_everything_typed(
+    engine: AsyncEngine, valomnia: RunningSimulator
+) -> None:
     outcome = (await sync(engine, make_settings(valomnia=valomnia)))[KEY]
 
     assert outcome.status == "succeeded", outcome.error
@@ -60,7 +62,9 @@ async def test_quiet_resync_makes_one_request_and_writes_nothing(
     assert request.query["offset"] == "0"
 
 
-async def test_updates_and_inserts_are_picked_up(engine: AsyncEngine, valomnia: RunningSimulator) -> None:
+async def test_updates_and_inserts_are_picked_up(
+    engine: AsyncEngine, valomnia: RunningSimulator
+) -> None:
     settings = make_settings(valomnia=valomnia)
     await sync(engine, settings)
     sim = valomnia.sim
@@ -140,7 +144,11 @@ async def test_a_tie_that_shrinks_while_read_is_read_again(
     def move_a_read_member_out(_sim: Any, request: LoggedRequest) -> None:
         # On the second request inside the tie, a record already read leaves the group: every
         # later offset would now skip one unread record.
-        if request.query.get("lastUpdated_lte") and request.query.get("offset") == "5" and not moved:
+        if (
+            request.query.get("lastUpdated_lte")
+            and request.query.get("offset") == "5"
+            and not moved
+        ):
             moved.append(tied[0])
             sim.update(tied[0], name="Bulk 0 moved on")  # type: ignore[attr-defined]
 

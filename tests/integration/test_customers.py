@@ -95,7 +95,9 @@ async def test_watermark_is_the_latest_change_and_never_after_the_run_start(
 
     outcome = (await sync(engine, make_settings(soho)))["soho.customers"]
 
-    watermark = await scalar(engine, "SELECT watermark FROM pipeline.stream_state WHERE stream = 'soho.customers'")
+    watermark = await scalar(
+        engine, "SELECT watermark FROM pipeline.stream_state WHERE stream = 'soho.customers'"
+    )
     assert outcome.watermark == watermark
     assert started <= watermark <= datetime.now(UTC)  # capped at the run's start, not 2030
     sim.faults.add(HttpError(503), times=None, path_prefix="/api/v1/customers")
@@ -123,7 +125,9 @@ async def test_deleted_customer_is_marked_after_a_404_and_cleared_when_back(
     sim._store(saved)  # type: ignore[attr-defined]  # restored (e.g. an undo at the source)
     outcome = (await sync(engine, settings))["soho.customers"]
     assert outcome.totals.updated == 1
-    assert await scalar(engine, f"SELECT _deleted_at FROM {TABLE} WHERE id = :id", id=victim) is None
+    assert (
+        await scalar(engine, f"SELECT _deleted_at FROM {TABLE} WHERE id = :id", id=victim) is None
+    )
     await assert_db_equals_source(engine, soho)
 
 
@@ -138,7 +142,10 @@ async def test_page_drift_never_marks_a_live_customer_deleted(
     doomed = ids[:6]
 
     def delete_early_records(_sim: object, request: object) -> None:
-        if getattr(request, "path", "").endswith("/customers") and getattr(request, "query", {}).get("page") == "3":
+        if (
+            getattr(request, "path", "").endswith("/customers")
+            and getattr(request, "query", {}).get("page") == "3"
+        ):
             for cid in doomed:
                 if sim.get(cid) is not None:  # type: ignore[attr-defined]
                     sim.delete_customer(cid)  # type: ignore[attr-defined]
@@ -158,7 +165,9 @@ async def test_page_drift_never_marks_a_live_customer_deleted(
 
     outcome = (await sync(engine, settings))["soho.customers"]
     assert outcome.deleted == 6
-    deleted = {r.id for r in await rows(engine, f"SELECT id FROM {TABLE} WHERE _deleted_at IS NOT NULL")}
+    deleted = {
+        r.id for r in await rows(engine, f"SELECT id FROM {TABLE} WHERE _deleted_at IS NOT NULL")
+    }
     assert deleted == set(doomed)
     await assert_db_equals_source(engine, soho)
 
@@ -194,7 +203,9 @@ async def test_records_inserted_during_the_scan_beyond_the_last_page_are_read(
             added.extend(sim.insert_customer()["id"] for _ in range(30))  # type: ignore[attr-defined]
 
     sim.on_request(insert_once)
-    outcome = (await sync(engine, make_settings(soho, soho_extra={"max_concurrency": 1})))["soho.customers"]
+    outcome = (await sync(engine, make_settings(soho, soho_extra={"max_concurrency": 1})))[
+        "soho.customers"
+    ]
 
     assert outcome.status == "succeeded"
     assert len(added) == 30

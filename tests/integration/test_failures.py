@@ -63,7 +63,10 @@ async def test_retry_budget_exhausted_fails_the_stream_and_keeps_state(
     assert "after 3 attempts" in failed.error and "503" in failed.error
     assert soho.sim.token not in failed.error  # type: ignore[attr-defined]
     assert outcomes["valomnia.authorities"].status == "succeeded"
-    assert await rows(engine, "SELECT stream, watermark FROM pipeline.stream_state ORDER BY 1") == before
+    assert (
+        await rows(engine, "SELECT stream, watermark FROM pipeline.stream_state ORDER BY 1")
+        == before
+    )
     history = await rows(
         engine,
         "SELECT status, error FROM pipeline.sync_runs WHERE stream = 'soho.customers' ORDER BY id",

@@ -1,0 +1,146 @@
+"""kill -9 in the middle of a sync (a real subprocess), then run again: the result equals an
+uninterrupted run, and the state never points past committed data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline.sandbox import RunningSimulator, SohoSimulator, ValomniaSimulator, serve
+from tests.helpers import live_rows, rows, scalar
+
+
+def _config(path: Path, soho: RunningSimulator, valomnia: RunningSimulator) -> Path:
+    path.write_text(
+        f"""
+[sources.soho]
+base_url = "{soho.url}/api/v1"
+token = "${{TEST_SOHO_TOKEN}}"
+max_concurrency = 1
+
+[sources.valomnia]
+base_url = "{valomnia.url}"
+username = "{valomnia.sim.username}"
+password = "${{TEST_VALOMNIA_PASSWORD}}"
+
+[sources.valomnia.streams.authorities]
+page_size = 20
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+async def _start_sync(
+    config: Path, database_url: str, soho: RunningSimulator, valomnia: RunningSimulator
+) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "TEST_SOHO_TOKEN": soho.sim.token,  # type: ignore[attr-defined]
+        "TEST_VALOMNIA_PASSWORD": valomnia.sim.password,  # type: ignore[attr-defined]
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pipeline",
+        "--log-format",
+        "json",
+        "--config",
+        str(config),
+        "sync",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _pages_committed(engine: AsyncEngine) -> dict[str, int]:
+    result = await rows(
+        engine, "SELECT stream, pages FROM pipeline.sync_runs WHERE status = 'running'"
+    )
+    return {r.stream: r.pages for r in result}
+
+
+async def _assert_state_not_ahead_of_data(engine: AsyncEngine, valomnia: ValomniaSimulator) -> None:
+    watermark = await scalar(
+        engine, "SELECT watermark FROM pipeline.stream_state WHERE stream = 'valomnia.authorities'"
+    )
+    if watermark is not None:
+        stored = await live_rows(engine, "valomnia.authorities")
+        older = [
+            a for a in valomnia.truth() if datetime.fromisoformat(a["lastUpdated"]) < watermark
+        ]
+        missing = [a["id"] for a in older if a["id"] not in stored]
+        assert not missing, (
+            f"state says {watermark} but {len(missing)} older records are not stored"
+        )
+    # A full scan commits its watermark only when complete.
+    customers_state = await scalar(
+        engine, "SELECT watermark FROM pipeline.stream_state WHERE stream = 'soho.customers'"
+    )
+    assert customers_state is None
+
+
+@pytest.mark.parametrize("kill_after_pages", [1, 6])
+async def test_kill_9_mid_sync_then_rerun_equals_an_uninterrupted_run(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, kill_after_pages: int
+) -> None:
+    soho_sim = SohoSimulator(customers=500, seed=21, latency=0.06)
+    valomnia_sim = ValomniaSimulator(authorities=700, seed=22, latency=0.04)
+    async with serve(soho_sim) as soho, serve(valomnia_sim) as valomnia:
+        config = _config(tmp_path / "pipeline.toml", soho, valomnia)
+
+        process = await _start_sync(config, database_url, soho, valomnia)
+        for _ in range(600):
+            progress = await _pages_committed(engine)
+            if len(progress) == 2 and min(progress.values()) >= kill_after_pages:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            if process.returncode is None:
+                process.kill()
+            pytest.fail(
+                f"the sync never reached {kill_after_pages} pages: {await process.communicate()}"
+            )
+        process.kill()  # SIGKILL: no cleanup, no finally blocks
+        await process.wait()
+
+        assert (
+            await scalar(engine, "SELECT count(*) FROM pipeline.sync_runs WHERE status = 'running'")
+            == 2
+        )
+        await _assert_state_not_ahead_of_data(engine, valomnia_sim)
+        partial = len(await live_rows(engine, "soho.customers"))
+        assert 0 < partial < 500
+
+        rerun = await _start_sync(config, database_url, soho, valomnia)
+        stdout, stderr = await rerun.communicate()
+        assert rerun.returncode == 0, stderr.decode()[-2000:]
+
+    assert await live_rows(engine, "soho.customers") == {c["id"]: c for c in soho_sim.truth()}
+    assert await live_rows(engine, "valomnia.authorities") == {
+        a["id"]: a for a in valomnia_sim.truth()
+    }
+    statuses = await rows(engine, "SELECT stream, status FROM pipeline.sync_runs ORDER BY id")
+    assert sorted(s.status for s in statuses) == [
+        "interrupted",
+        "interrupted",
+        "succeeded",
+        "succeeded",
+    ]
+    latest = max(datetime.fromisoformat(a["lastUpdated"]) for a in valomnia_sim.truth())
+    assert (
+        await scalar(
+            engine,
+            "SELECT watermark FROM pipeline.stream_state WHERE stream = 'valomnia.authorities'",
+        )
+        == latest
+    )
+    assert b"soho.customers" in stdout and b"succeeded" in stdout

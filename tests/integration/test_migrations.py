@@ -1,0 +1,44 @@
+"""Migrations: the migrated schema is exactly the declared metadata; upgrade is idempotent."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline import db
+from pipeline.tables import STREAM_TABLES, metadata
+
+
+async def test_migrated_schema_matches_the_declarations(engine: AsyncEngine) -> None:
+    def differences(sync_conn: sa.Connection) -> list[object]:
+        context = MigrationContext.configure(
+            sync_conn, opts={"include_schemas": True, "compare_type": True}
+        )
+        return list(compare_metadata(context, metadata))
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
+
+
+async def test_upgrade_is_idempotent_and_at_head(engine: AsyncEngine) -> None:
+    await db.upgrade(engine)
+    await db.upgrade(engine)
+    async with engine.connect() as conn:
+        assert await db.current_revision(conn) == db.head_revision()
+
+
+def test_every_stream_table_has_a_key_the_raw_record_and_bookkeeping() -> None:
+    for key, table in STREAM_TABLES.items():
+        assert len(table.primary_key.columns) == 1, key
+        for column in (
+            "data",
+            "_hash",
+            "_cursor",
+            "_synced_at",
+            "_run_id",
+            "_deleted_at",
+            "_absent_scans",
+        ):
+            assert column in table.columns, f"{key} lacks {column}"
