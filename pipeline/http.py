@@ -62,11 +62,15 @@ class RateLimiter:
     """Spaces request starts evenly so no one-second window ever holds more than `rate`.
 
     A token bucket would allow a burst of `rate` at once and so up to twice the rate in some
-    window; sources document per-second limits, so even spacing is the polite reading.
+    window; sources document per-second limits, so even spacing is the polite reading. The
+    spacing is 2% wider than the rate, so jitter on the way cannot push a window at the server
+    over the limit.
     """
 
+    MARGIN = 1.02
+
     def __init__(self, per_second: float | None) -> None:
-        self._interval = 1.0 / per_second if per_second else 0.0
+        self._interval = self.MARGIN / per_second if per_second else 0.0
         self._next_start = 0.0
         self._lock = asyncio.Lock()
 
