@@ -15,7 +15,9 @@ from pipeline.cli import main
 from pipeline.sandbox import RunningSimulator
 
 
-def _write_config(path: Path, soho: RunningSimulator, valomnia: RunningSimulator, soho_token: str) -> Path:
+def _write_config(
+    path: Path, soho: RunningSimulator, valomnia: RunningSimulator, soho_token: str
+) -> Path:
     path.write_text(
         f"""
 [sources.soho]
@@ -74,8 +76,12 @@ async def test_sync_exit_codes_summary_and_status(
 
 @pytest.mark.usefixtures("cli_env")
 async def test_sync_refuses_an_unmigrated_database(
-    tmp_path: Path, soho: RunningSimulator, valomnia: RunningSimulator, capsys: pytest.CaptureFixture[str],
-    pg_server_url: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    soho: RunningSimulator,
+    valomnia: RunningSimulator,
+    capsys: pytest.CaptureFixture[str],
+    pg_server_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pipeline import db
 
@@ -107,8 +113,18 @@ async def test_demo_runs_end_to_end(
 
 async def test_sandbox_serves_until_stopped() -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeline", "sandbox", "--soho-port", "0", "--valomnia-port", "0",
-        "--customers", "30", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "pipeline",
+        "sandbox",
+        "--soho-port",
+        "0",
+        "--valomnia-port",
+        "0",
+        "--customers",
+        "30",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert process.stdout is not None
@@ -122,7 +138,9 @@ async def test_sandbox_serves_until_stopped() -> None:
                 break
         assert soho_url is not None
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"{soho_url}/customers", headers={"Authorization": f"Bearer {token}"}) as resp:
+            async with session.get(
+                f"{soho_url}/customers", headers={"Authorization": f"Bearer {token}"}
+            ) as resp:
                 body = await resp.json()
         assert resp.status == 200 and len(body["records"]) == 25
     finally:

@@ -53,7 +53,9 @@ async def test_requests_per_second_is_never_exceeded_at_the_server(engine: Async
         assert _max_within(times, 1.0) <= 20
 
 
-async def test_retry_after_as_seconds_is_waited_for(engine: AsyncEngine, soho: RunningSimulator) -> None:
+async def test_retry_after_as_seconds_is_waited_for(
+    engine: AsyncEngine, soho: RunningSimulator
+) -> None:
     from pipeline.sandbox import HttpError
 
     soho.sim.faults.add(HttpError(429, retry_after="1"), times=1)
