@@ -73,6 +73,10 @@ class SourceSettings(_Strict):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - parsing the port is the check
+        except ValueError:
+            raise ValueError("has an invalid port; use a number from 1 to 65535") from None
         if parts.username or parts.password:
             raise ValueError("must not contain credentials; put them in the source's own keys")
         if parts.query or parts.fragment:
@@ -145,6 +149,14 @@ def load_settings(
             raise ConfigError(
                 f"{label}: not valid TOML ({exc}); fix the syntax at that line"
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{label}: not UTF-8 text; save the file as UTF-8") from None
+        except OSError as exc:
+            # A folder or an unreadable file would otherwise end in a traceback.
+            raise ConfigError(
+                f"{label}: cannot read the file ({exc.strerror or exc}); pass --config with a "
+                "readable pipeline.toml"
+            ) from None
     raw = _expand_env(raw, environ, label, ())
     return _validate(raw, environ, label, path, sources)
 
@@ -171,9 +183,15 @@ def _validate(
     database = raw.get("database", {})
     _expect_table(database, label, ("database",))
     _reject_unknown(database, ("url", "embedded_dir"), label, ("database",))
-    db_url = environ.get("DATABASE_URL") or database.get("url")
+    env_url = environ.get("DATABASE_URL")
+    db_url = env_url or database.get("url")
     if db_url is not None:
-        _check_database_url(db_url, label)
+        # Name the one that is used: a bad DATABASE_URL is not fixed by editing the file.
+        _check_database_url(
+            db_url,
+            label,
+            "DATABASE_URL (environment, overrides database.url)" if env_url else "database.url",
+        )
     embedded_dir = database.get("embedded_dir", DEFAULT_EMBEDDED_DIR)
     if not isinstance(embedded_dir, str):
         raise ConfigError(f"{label}: database.embedded_dir: expected a string path")
@@ -227,11 +245,15 @@ def _validate(
     )
 
 
-def _check_database_url(url: str, label: str) -> None:
+def _check_database_url(url: Any, label: str, key: str) -> None:
+    if not isinstance(url, str):
+        raise ConfigError(
+            f'{label}: {key}: expected a quoted string like "postgresql://user@host:5432/db"'
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
         raise ConfigError(
-            f"{label}: database.url (or DATABASE_URL): expected postgresql://user@host:5432/db, "
+            f"{label}: {key}: expected postgresql://user@host:5432/db, "
             f"got a {parts.scheme or 'scheme-less'} URL"
         )
 

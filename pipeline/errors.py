@@ -16,21 +16,10 @@ class ConfigError(PipelineError):
     """The configuration cannot be used. The CLI exits with code 2 before any work starts."""
 
 
-class StreamFailed(PipelineError):
-    """A stream cannot continue. The other streams of the run go on."""
-
-    def __init__(self, source: str, stream: str, what: str, fix: str) -> None:
-        self.source = source
-        self.stream = stream
-        self.what = what
-        self.fix = fix
-        super().__init__(f"{source}.{stream}: {what}. {fix}")
-
-
 class SourceHttpError(PipelineError):
     """A response the client will not retry (or stopped retrying).
 
-    The stream layer turns it into `StreamFailed`, adding the stream name.
+    The runner reports it prefixed with the stream's name.
     """
 
     def __init__(

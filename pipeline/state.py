@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -41,7 +40,3 @@ async def advance_watermark(
         watermark,
         run_id,
     )
-
-
-async def forget(conn: asyncpg.Connection, stream_key: str) -> Any:
-    return await conn.execute("DELETE FROM pipeline.stream_state WHERE stream = $1", stream_key)

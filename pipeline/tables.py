@@ -78,17 +78,6 @@ quarantine = sa.Table(
     comment="Records that could not be loaded, verbatim (raw JSON text), with the reason.",
 )
 
-BOOKKEEPING_COLUMNS = (
-    "data",
-    "_hash",
-    "_cursor",
-    "_synced_at",
-    "_run_id",
-    "_deleted_at",
-    "_absent_scans",
-)
-
-
 def _stream_table(spec: SourceSpec, stream: Stream) -> sa.Table:
     typed = [
         sa.Column(
@@ -128,7 +117,3 @@ STREAM_TABLES: dict[str, sa.Table] = {
     for spec in SOURCES.values()
     for stream in spec.streams
 }
-
-
-def stream_table(source: str, stream: str) -> sa.Table:
-    return STREAM_TABLES[f"{source}.{stream}"]
