@@ -285,9 +285,10 @@ def _expand_env(value: Any, environ: Mapping[str, str], label: str, where: tuple
 
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in environ:
+            if not environ.get(name):
+                state = "is empty" if name in environ else "is not set"
                 raise ConfigError(
-                    f"{label}: {'.'.join(where)}: environment variable {name} is not set; "
+                    f"{label}: {'.'.join(where)}: environment variable {name} {state}; "
                     f"export {name}=... before running, or write the value in the file"
                 )
             return environ[name]
@@ -326,13 +327,14 @@ def _describe(exc: ValidationError, label: str, where: tuple[str, ...]) -> str:
     if kind == "missing":
         return f"{label}: {dotted}: {problem}"
     got = error.get("input")
-    got_text = f", got {got!r}" if got is not None and not isinstance(got, dict) else ""
+    # A string may have come from ${VAR}, i.e. a secret: name its type, never echo it.
+    if isinstance(got, str):
+        got_text = ", got a string"
+    elif got is not None and not isinstance(got, dict | list):
+        got_text = f", got {got!r}"
+    else:
+        got_text = ""
     return f"{label}: {dotted}: {problem or detail} ({detail.lower()}){got_text}"
-
-
-def secret(value: SecretStr | None) -> str | None:
-    """Unwrap a secret at the last moment, where it is put on the wire."""
-    return value.get_secret_value() if value is not None else None
 
 
 __all__ = [

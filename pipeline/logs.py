@@ -90,6 +90,18 @@ def _redact_rendered(_logger: Any, _method: str, rendered: Any) -> Any:
     return rendered
 
 
+class _StderrLogger:
+    """Writes to whatever `sys.stderr` is at the time of the call, not at configuration: a
+    redirected or replaced stderr (a test's capture, a daemon's log file) keeps working."""
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
 def default_format() -> LogFormat:
     return "console" if sys.stderr.isatty() else "json"
 
@@ -123,7 +135,7 @@ def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> None
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *_: _StderrLogger(),
         cache_logger_on_first_use=False,
     )
 

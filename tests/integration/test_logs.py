@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,12 +16,10 @@ from tests.helpers import make_settings, rows, sync
 
 
 @pytest.fixture
-def log_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    monkeypatch.setattr("sys.stderr", buffer)
+def log_text(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """Everything logged so far (logs go to whatever sys.stderr is when they are written)."""
     configure_logging("json", "info")
-    yield buffer
-    monkeypatch.undo()
+    yield lambda: capsys.readouterr().err
     configure_logging("json", "warning")
 
 
@@ -30,7 +27,7 @@ async def test_every_line_of_a_run_carries_run_id_and_stream_and_no_secret(
     engine: AsyncEngine,
     soho: RunningSimulator,
     valomnia: RunningSimulator,
-    log_lines: io.StringIO,
+    log_text: Callable[[], str],
 ) -> None:
     def expire_once(sim: Any, request: LoggedRequest) -> None:
         if request.path.endswith("/authorities") and sim.login_count == 1:
@@ -52,7 +49,7 @@ async def test_every_line_of_a_run_carries_run_id_and_stream_and_no_secret(
     assert outcomes["soho.customers"].status == "failed"
     assert outcomes["valomnia.authorities"].status == "succeeded"
     assert valomnia.sim.login_count == 2  # type: ignore[attr-defined]
-    text = log_lines.getvalue()
+    text = log_text()
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert lines, "nothing was logged"
     stream_lines = [line for line in lines if line.get("stream")]
@@ -73,7 +70,7 @@ async def test_every_line_of_a_run_carries_run_id_and_stream_and_no_secret(
     assert "***" in text  # the quoted token was there, and was masked
 
 
-def test_redaction_of_secret_keys_and_known_values(log_lines: io.StringIO) -> None:
+def test_redaction_of_secret_keys_and_known_values(log_text: Callable[[], str]) -> None:
     secrets.add(["s3cr3t-t0ken-value"])
     log = get_logger("test")
     log.info(
@@ -87,7 +84,7 @@ def test_redaction_of_secret_keys_and_known_values(log_lines: io.StringIO) -> No
         raise ValueError("boom s3cr3t-t0ken-value")
     except ValueError:
         log.exception("failed")
-    text = log_lines.getvalue()
+    text = log_text()
     assert (
         "s3cr3t-t0ken-value" not in text and "Bearer abc" not in text and "JSESSIONID=1" not in text
     )
@@ -97,14 +94,11 @@ def test_redaction_of_secret_keys_and_known_values(log_lines: io.StringIO) -> No
     assert first["detail"] == "server said: *** is wrong"
 
 
-def test_console_format_is_readable(monkeypatch: pytest.MonkeyPatch) -> None:
-    buffer = io.StringIO()
-    monkeypatch.setattr("sys.stderr", buffer)
+def test_console_format_is_readable(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("console", "info")
     with structlog.contextvars.bound_contextvars(run_id="r-1", stream="customers"):
         get_logger("t").info("page_loaded", records=25)
-    monkeypatch.undo()
     configure_logging("json", "warning")
-    line = buffer.getvalue()
+    line = capsys.readouterr().err
     assert "page_loaded" in line and "records=25" in line and "run_id=r-1" in line
     assert not line.lstrip().startswith("{")
