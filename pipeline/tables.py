@@ -78,6 +78,7 @@ quarantine = sa.Table(
     comment="Records that could not be loaded, verbatim (raw JSON text), with the reason.",
 )
 
+
 def _stream_table(spec: SourceSpec, stream: Stream) -> sa.Table:
     typed = [
         sa.Column(
