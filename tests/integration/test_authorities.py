@@ -212,3 +212,21 @@ async def test_changes_and_deletes_while_paging_are_caught_by_the_next_sync(
     # No delete signal exists in this API: deleted records stay until a reconcile.
     assert {k: v for k, v in stored.items() if k in truth} == truth
     assert set(stored) - set(truth) <= set(deleted)
+
+
+async def test_static_header_token_instead_of_the_session_login(engine: AsyncEngine) -> None:
+    from pipeline.sandbox import ValomniaSimulator, serve
+
+    async with serve(ValomniaSimulator(authorities=40, api_token="static-token-1234")) as valomnia:
+        settings = make_settings(
+            valomnia=valomnia,
+            valomnia_extra={"username": None, "password": None, "token": "static-token-1234"},
+        )
+        outcome = (await sync(engine, settings))[KEY]
+
+        assert outcome.status == "succeeded", outcome.error
+        assert valomnia.sim.login_count == 0  # type: ignore[attr-defined]
+        assert all(
+            r.header("authorization") == "Bearer static-token-1234" for r in valomnia.sim.requests
+        )
+        await assert_db_equals_source(engine, valomnia)

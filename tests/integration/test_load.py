@@ -1,0 +1,81 @@
+"""The loader on its own: the cursor guard, duplicates on a page, revival, one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline.load import PageResult, TableWriter
+from pipeline.sources import SOURCES
+from tests.helpers import live_rows, scalar
+
+SOURCE = SOURCES["valomnia"]
+STREAM = SOURCE.stream("authorities")
+
+
+def authority(id_: int, name: str, updated: str) -> dict[str, Any]:
+    return {"id": id_, "name": name, "dateCreated": "2024-01-01T00:00:00Z", "lastUpdated": updated}
+
+
+@pytest.fixture
+async def writer(engine: AsyncEngine) -> AsyncIterator[TableWriter]:
+    async with engine.connect() as sa_conn:
+        raw = await sa_conn.get_raw_connection()
+        assert STREAM is not None
+        table_writer = TableWriter(raw.driver_connection, SOURCE, STREAM, uuid.uuid4())  # type: ignore[arg-type]
+        await table_writer.prepare()
+        yield table_writer
+
+
+async def test_an_old_version_replayed_never_overwrites_a_newer_one(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    newer = authority(1, "Manager (renamed)", "2024-05-02T10:00:00Z")
+    older = authority(1, "Manager", "2024-05-01T10:00:00Z")
+
+    first = await writer.write_page([newer])
+    replay = await writer.write_page([older])
+
+    assert (first.inserted, replay.updated, replay.unchanged) == (1, 0, 1)
+    assert (await live_rows(engine, "valomnia.authorities"))[1] == newer
+
+
+async def test_same_second_different_content_is_an_update(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    await writer.write_page([authority(2, "Driver", "2024-05-01T10:00:00Z")])
+    result = await writer.write_page([authority(2, "Lead driver", "2024-05-01T10:00:00Z")])
+    assert result.updated == 1
+    assert (await live_rows(engine, "valomnia.authorities"))[2]["name"] == "Lead driver"
+
+
+async def test_a_key_twice_on_one_page_keeps_the_newer(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    result = await writer.write_page(
+        [
+            authority(3, "B", "2024-05-02T00:00:00Z"),
+            authority(3, "A", "2024-05-01T00:00:00Z"),
+        ]
+    )
+    assert (result.read, result.inserted) == (2, 1)
+    assert (await live_rows(engine, "valomnia.authorities"))[3]["name"] == "B"
+
+
+async def test_a_failing_checkpoint_rolls_back_the_whole_page(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    async def broken_checkpoint(conn: asyncpg.Connection, result: PageResult) -> None:
+        await conn.execute("SELECT 1/0")
+
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await writer.write_page(
+            [authority(4, "X", "2024-05-01T00:00:00Z"), {"name": "no id"}], broken_checkpoint
+        )
+    assert await scalar(engine, "SELECT count(*) FROM valomnia.authorities") == 0
+    assert await scalar(engine, "SELECT count(*) FROM pipeline.quarantine") == 0
