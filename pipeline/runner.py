@@ -116,12 +116,10 @@ class Runner:
         *,
         run_id: uuid.UUID | None = None,
         kind: str = "sync",
-        clients: Mapping[str, HttpClient] | None = None,
     ) -> None:
         self.engine = engine
         self.run_id = run_id or uuid.uuid4()
         self.kind = kind
-        self._clients = dict(clients or {})
 
     async def run(self, targets: list[StreamTarget]) -> list[StreamOutcome]:
         async with AsyncExitStack() as stack:
@@ -129,13 +127,26 @@ class Runner:
             for target in targets:
                 name = target.source.name
                 if name not in clients:
-                    client = self._clients.get(name) or build_client(target.source, target.config)
+                    client = build_client(target.source, target.config)
                     clients[name] = await stack.enter_async_context(client)
-            return list(
-                await asyncio.gather(
-                    *(self._run_stream(t, clients[t.source.name]) for t in targets)
-                )
+            results = await asyncio.gather(
+                *(self._run_stream(t, clients[t.source.name]) for t in targets),
+                return_exceptions=True,
             )
+        outcomes = []
+        for target, result in zip(targets, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                # Outside the stream's own error handling (no database connection, say).
+                log.error("stream_not_started", stream=target.key, error=str(result))
+                result = StreamOutcome(
+                    target.key,
+                    "failed",
+                    error=secrets.redact(f"{target.key}: {type(result).__name__}: {result}"),
+                )
+            outcomes.append(result)
+        return outcomes
 
     async def _run_stream(self, target: StreamTarget, client: HttpClient) -> StreamOutcome:
         with structlog.contextvars.bound_contextvars(

@@ -144,3 +144,31 @@ async def test_kill_9_mid_sync_then_rerun_equals_an_uninterrupted_run(
         == latest
     )
     assert b"soho.customers" in stdout and b"succeeded" in stdout
+
+
+async def test_sigterm_marks_running_streams_interrupted_and_exits_promptly(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    soho_sim = SohoSimulator(customers=500, seed=23, latency=0.06)
+    valomnia_sim = ValomniaSimulator(authorities=700, seed=24, latency=0.04)
+    async with serve(soho_sim) as soho, serve(valomnia_sim) as valomnia:
+        config = _config(tmp_path / "pipeline.toml", soho, valomnia)
+        process = await _start_sync(config, database_url, soho, valomnia)
+        for _ in range(600):
+            progress = await _pages_committed(engine)
+            if len(progress) == 2 and min(progress.values()) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        await asyncio.wait_for(process.wait(), 10)
+        assert time.monotonic() - stopped < 5
+        assert process.returncode == 130
+
+    statuses = await rows(engine, "SELECT status, error FROM pipeline.sync_runs")
+    assert [s.status for s in statuses] == ["interrupted", "interrupted"]
+    assert all("stopped before the run finished" in s.error for s in statuses)
+    await _assert_state_not_ahead_of_data(engine, valomnia_sim)
