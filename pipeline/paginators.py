@@ -23,7 +23,7 @@ from pipeline.http import JsonResponse
 from pipeline.streams import dig, parse_timestamp
 
 T = TypeVar("T")
-Fetch = Callable[[Mapping[str, str]], Awaitable[JsonResponse]]
+Fetch = Callable[[Mapping[str, str], Mapping[str, str]], Awaitable[JsonResponse]]
 
 
 @dataclass
@@ -63,18 +63,112 @@ def _records(body: Any, path: Sequence[str]) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Page numbers with a known total (Soho / Kaminari: page, per, total_pages, next_page)
+# Numbered pages: Soho (?page=&per=, totals in the body) and Afosto (x-page headers, x-count)
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class PageNumberPages(Paginator):
-    """`?page=N&per=S`, the total page count in the body: pages after the first are concurrent.
+class PageRead:
+    """What one numbered page says: its records, the page count if the API tells it (first
+    page only), and whether a later page may still hold records."""
 
-    After the pages counted on page 1, the walk goes on while the last page says there is a next
-    one, so records inserted during the scan are not cut off. Pages come back in completion
-    order; a full-scan stream does not care about order.
+    page: Page
+    total_pages: int | None
+    more: bool
+
+
+class NumberedPages(Paginator):
+    """The walk shared by page-numbered APIs; subclasses say how to ask and how to read.
+
+    When the first page tells how many pages there are, the rest are fetched concurrently.
+    Otherwise (or after that count, since records inserted during the scan can push the end
+    further) pages are fetched ahead in a window of `concurrency` until one says it is the last.
+    Pages come back in completion order; a full scan does not depend on order.
     """
+
+    page_size: int
+    first_page: int = 1
+
+    @abstractmethod
+    def request(self, number: int) -> tuple[dict[str, str], dict[str, str]]:
+        """Query parameters and headers asking for page `number`."""
+
+    @abstractmethod
+    def read(self, number: int, response: JsonResponse) -> PageRead: ...
+
+    async def _get(self, fetch: Fetch, number: int) -> PageRead:
+        params, headers = self.request(number)
+        return self.read(number, await fetch(params, headers))
+
+    async def pages(
+        self, fetch: Fetch, *, start: datetime | None, concurrency: int
+    ) -> AsyncIterator[Page]:
+        first = await self._get(fetch, self.first_page)
+        if first.page.records:
+            yield first.page
+        if not first.more:
+            return
+        last = first
+        total = first.total_pages
+        if total is not None and total > self.first_page:
+            calls = (
+                (lambda n=n: self._get(fetch, n))
+                for n in range(self.first_page + 1, self.first_page + total)
+            )
+            async for read in _concurrently(calls, window=2 * concurrency):
+                if read.page.number == self.first_page + total - 1:
+                    last = read
+                if read.page.records:
+                    yield read.page
+            if not last.more:
+                return
+        async for page in self._until_last(fetch, last.page.number + 1, concurrency):
+            yield page
+
+    async def _until_last(self, fetch: Fetch, number: int, window: int) -> AsyncIterator[Page]:
+        """Fetch pages `number`, `number + 1`, ... up to `window` at a time until one is the
+        last; pages beyond the last are cancelled (records inserted since are the next run's)."""
+        in_flight: dict[int, asyncio.Future[PageRead]] = {}
+        next_number, last_number = number, None
+        try:
+            while True:
+                while len(in_flight) < window and last_number is None:
+                    in_flight[next_number] = asyncio.ensure_future(self._get(fetch, next_number))
+                    next_number += 1
+                if not in_flight:
+                    return
+                done, _ = await asyncio.wait(
+                    in_flight.values(), return_when=asyncio.FIRST_COMPLETED
+                )
+                for read in sorted((task.result() for task in done), key=lambda r: r.page.number):
+                    del in_flight[read.page.number]
+                    if last_number is not None and read.page.number > last_number:
+                        continue
+                    if read.page.records:
+                        yield read.page
+                    if not read.more:
+                        last_number = read.page.number
+                        for later in [n for n in in_flight if n > last_number]:
+                            in_flight.pop(later).cancel()
+        finally:
+            for task in in_flight.values():
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight.values(), return_exceptions=True)
+
+
+def _page_count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+@dataclass(frozen=True)
+class PageNumberPages(NumberedPages):
+    """`?page=N&per=S` with a body envelope telling the page count and the next page
+    (Rails/Kaminari style: `total_pages`, `next_page`, `current_page`)."""
 
     page_size: int
     page_param: str = "page"
@@ -86,58 +180,66 @@ class PageNumberPages(Paginator):
     first_page: int = 1
     extra_params: Mapping[str, str] = field(default_factory=dict)
 
-    def _params(self, number: int) -> dict[str, str]:
-        return {
+    def request(self, number: int) -> tuple[dict[str, str], dict[str, str]]:
+        params = {
             **self.extra_params,
             self.page_param: str(number),
             self.size_param: str(self.page_size),
         }
+        return params, {}
 
-    async def _fetch(self, fetch: Fetch, number: int) -> tuple[Page, Any]:
-        response = await fetch(self._params(number))
+    def read(self, number: int, response: JsonResponse) -> PageRead:
         body = response.body
         if self.current_page_path is not None:
-            current = dig(body, self.current_page_path)
-            if current is not None and int(current) != number:
+            current = _page_count(dig(body, self.current_page_path))
+            if current is not None and current != number:
                 raise PaginationError(
                     f"asked for page {number}, the API answered page {current}; "
                     f"it ignores the '{self.page_param}' parameter"
                 )
-        return Page(_records(body, self.records_path), number), body
+        records = _records(body, self.records_path)
+        more = dig(body, self.next_page_path) is not None and bool(records)
+        total = _page_count(dig(body, self.total_pages_path)) if number == self.first_page else None
+        return PageRead(Page(records, number), total, more)
 
-    async def pages(
-        self, fetch: Fetch, *, start: datetime | None, concurrency: int
-    ) -> AsyncIterator[Page]:
-        first, body = await self._fetch(fetch, self.first_page)
-        yield first
-        total = dig(body, self.total_pages_path)
-        last_known = int(total) if isinstance(total, int | str) and str(total).isdigit() else None
-        if last_known is None:
-            # No total: walk sequentially until the API says there is no next page.
-            number, last_body = self.first_page, body
-            while dig(last_body, self.next_page_path) is not None and first.records:
-                number += 1
-                page, last_body = await self._fetch(fetch, number)
-                if not page.records:
-                    return
-                yield page
-            return
-        last_body = body
-        calls = (
-            (lambda n=n: self._fetch(fetch, n)) for n in range(self.first_page + 1, last_known + 1)
-        )
-        async for page, page_body in _concurrently(calls, window=2 * concurrency):
-            if page.number == last_known:
-                last_body = page_body
-            yield page
-        # Records inserted during the scan can push the end beyond the first count.
-        number = max(last_known, self.first_page)
-        while dig(last_body, self.next_page_path) is not None:
-            number += 1
-            page, last_body = await self._fetch(fetch, number)
-            if not page.records:
-                return
-            yield page
+
+@dataclass(frozen=True)
+class HeaderPages(NumberedPages):
+    """Page number and size in request headers, a bare array body, the record count (maybe) in
+    a response header (Afosto: `x-page`, `x-page-size`, `x-count`).
+
+    The last page is the first empty one: a short page is not trusted, since an undocumented
+    server maximum may clamp the size. When a count is given, the page count is computed from
+    the size the first page actually returned.
+    """
+
+    page_size: int
+    page_header: str = "x-page"
+    size_header: str = "x-page-size"
+    count_header: str | None = "x-count"
+    records_path: tuple[str, ...] = ()
+    first_page: int = 1
+
+    def request(self, number: int) -> tuple[dict[str, str], dict[str, str]]:
+        return {}, {self.page_header: str(number), self.size_header: str(self.page_size)}
+
+    def read(self, number: int, response: JsonResponse) -> PageRead:
+        served = _page_count(response.headers.get(self.page_header))
+        if served is not None and served != number:
+            raise PaginationError(
+                f"asked for page {number}, the API answered page {served}; "
+                f"it ignores the '{self.page_header}' header"
+            )
+        records = _records(response.body, self.records_path)
+        total = None
+        if number == self.first_page and self.count_header and records:
+            count = _page_count(response.headers.get(self.count_header))
+            if count is not None:
+                # A server that clamps the size serves fewer than asked on a page that is not
+                # the last: the size it served is the real one.
+                size = len(records) if len(records) < min(self.page_size, count) else self.page_size
+                total = max(1, -(-count // size))
+        return PageRead(Page(records, number), total, bool(records))
 
 
 async def _concurrently(
@@ -237,7 +339,7 @@ class ValueSeekPages(Paginator):
             bounds = (
                 {} if lower is None else {(self.gt_param if exclusive else self.gte_param): lower}
             )
-            response = await fetch(self._params(0, **bounds))
+            response = await fetch(self._params(0, **bounds), {})
             records = _records(response.body, self.records_path)
             if not records:
                 return
@@ -280,7 +382,7 @@ class ValueSeekPages(Paginator):
             stable = True
             while True:
                 response = await fetch(
-                    self._params(offset, **{self.gte_param: value, self.lte_param: value})
+                    self._params(offset, **{self.gte_param: value, self.lte_param: value}), {}
                 )
                 records = _records(response.body, self.records_path)
                 total = dig(response.body, self.total_path)

@@ -277,8 +277,8 @@ class _StreamRun:
         def expect(body: Any) -> None:
             records_at(body, records_path)
 
-        async def fetch(params: Mapping[str, str]) -> JsonResponse:
-            return await self.client.get(path, params, expect=expect)
+        async def fetch(params: Mapping[str, str], headers: Mapping[str, str]) -> JsonResponse:
+            return await self.client.get(path, params, headers, expect=expect)
 
         return paginator, fetch
 
