@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,11 +25,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from pipeline.streams import Incremental, SourceSpec, Stream, dig
+from pipeline.streams import ChildTable, Column, Incremental, SourceSpec, Stream, dig
 
 Checkpoint = Callable[[asyncpg.Connection, "PageResult"], Awaitable[None]]
 
 _SQL_TYPE = {
+    "text[]": "text[]",
     "text": "text",
     "bigint": "bigint",
     "boolean": "boolean",
@@ -71,6 +72,7 @@ class Rejected:
 @dataclass
 class PreparedPage:
     rows: dict[Any, tuple[Any, ...]] = field(default_factory=dict)
+    children: dict[Any, list[list[tuple[Any, ...]]]] = field(default_factory=dict)
     cursors: dict[Any, datetime | None] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
     seen_keys: list[Any] = field(default_factory=list)
@@ -118,6 +120,17 @@ class TableWriter:
             "_run_id",
         ]
         self.track_seen = stream.incremental is Incremental.FULL_SCAN
+        self.schema = source.schema
+        self._children = [
+            (
+                child,
+                f"{_ident(source.schema)}.{_ident(child.name)}",
+                [(c, c.source_path) for c in child.columns],
+            )
+            for child in stream.children
+        ]
+        self._fixed: dict[str, Any] = {}
+        self._scope: tuple[str, Any] | None = None
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -131,6 +144,14 @@ class TableWriter:
             await self.conn.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {self.seen} ({self.key_sql} {self.key_type} PRIMARY KEY)"
             )
+            await self.conn.execute(f"TRUNCATE {self.seen}")
+
+    async def start_scan(self, scope: tuple[str, Any] | None = None) -> None:
+        """Begin a complete scan; with a scope `(column, value)` (a partition), every row loaded
+        gets that value in that column, and absences are judged only among rows that have it."""
+        self._scope = scope
+        self._fixed = {scope[0]: scope[1]} if scope else {}
+        if self.track_seen:
             await self.conn.execute(f"TRUNCATE {self.seen}")
 
     # ---- validation (pure) -----------------------------------------------------------------
@@ -150,15 +171,10 @@ class TableWriter:
                     raise ValueError(f"missing primary key '{'.'.join(self._key_path)}'")
                 key = self.key.type.convert(raw_key)
                 cursor = cursor_spec.value(record) if cursor_spec else None
-                values = []
-                for column, path in self._columns:
-                    value = dig(record, path)
-                    if value is not None:
-                        try:
-                            value = column.type.convert(value)
-                        except ValueError as exc:
-                            raise ValueError(f"field '{'.'.join(path)}': {exc}") from None
-                    values.append(value)
+                values = _convert(record, self._columns, self._fixed)
+                children = [
+                    _child_rows(key, record, child, columns) for child, _, columns in self._children
+                ]
                 canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
                 if b"\\u0000" in canonical:
                     raise ValueError("contains a NUL character, which Postgres cannot store")
@@ -180,6 +196,8 @@ class TableWriter:
                 continue  # the same key twice on a page: keep the newer version
             page.cursors[key] = cursor
             page.rows[key] = (*values, canonical.decode(), digest, cursor, self.run_id)
+            if self._children:
+                page.children[key] = children
             page.seen_keys.append(key)
         return page
 
@@ -204,6 +222,8 @@ class TableWriter:
                 flags = await self.conn.fetch(self._upsert_sql())
                 result.inserted = sum(1 for f in flags if f["inserted"])
                 result.updated = len(flags) - result.inserted
+                if self._children:
+                    await self._replace_children([f["k"] for f in flags], page)
             result.unchanged = len(page.rows) - result.inserted - result.updated
             if self.track_seen and page.seen_keys:
                 await self.conn.execute(
@@ -213,6 +233,22 @@ class TableWriter:
             if checkpoint is not None:
                 await checkpoint(self.conn, result)
         return result
+
+    async def _replace_children(self, written: list[Any], page: PreparedPage) -> None:
+        """Child rows follow their parent: the written parents' rows are replaced wholesale."""
+        for index, (child, table, columns) in enumerate(self._children):
+            await self.conn.execute(
+                f"DELETE FROM {table} WHERE {_ident(child.parent_column)} = ANY($1::{self.key_type}[])",
+                written,
+            )
+            rows = [row for key in written for row in page.children[key][index]]
+            if rows:
+                await self.conn.copy_records_to_table(
+                    child.name,
+                    schema_name=self.schema,
+                    records=rows,
+                    columns=[child.parent_column, "position", *(c.name for c, _ in columns)],
+                )
 
     async def _quarantine(self, rejected: list[Rejected]) -> None:
         await self.conn.executemany(
@@ -265,19 +301,34 @@ class TableWriter:
                 f"_synced_at = now(), _deleted_at = NULL, _absent_scans = 0 "
                 f"WHERE (t._hash <> EXCLUDED._hash OR t._deleted_at IS NOT NULL OR t._absent_scans <> 0) "
                 f"AND (t._cursor IS NULL OR EXCLUDED._cursor IS NULL OR EXCLUDED._cursor >= t._cursor) "
-                f"RETURNING (xmax = 0) AS inserted"
+                f"RETURNING t.{self.key_sql} AS k, (xmax = 0) AS inserted"
             )
         return self._upsert
 
     # ---- after a complete scan --------------------------------------------------------------
 
+    async def mark_seen(self, keys: Sequence[Any]) -> None:
+        """Count rows as seen by this scan without loading them (proved alive elsewhere)."""
+        await self.conn.execute(
+            f"INSERT INTO {self.seen} SELECT unnest($1::{self.key_type}[]) ON CONFLICT DO NOTHING",
+            list(keys),
+        )
+
+    def _in_scope(self, first_param: int) -> tuple[str, list[Any]]:
+        """The SQL condition (and its parameter) restricting rows to the current partition."""
+        if self._scope is None:
+            return "", []
+        return f" AND t.{_ident(self._scope[0])} = ${first_param}", [self._scope[1]]
+
     async def absent_keys(self, limit: int) -> list[Any]:
         """Live rows the finished scan did not see: delete *candidates*, not deletions."""
+        scope_sql, scope_args = self._in_scope(2)
         rows = await self.conn.fetch(
             f"SELECT {self.key_sql} AS k FROM {self.table} t WHERE t._deleted_at IS NULL "
-            f"AND NOT EXISTS (SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql}) "
-            f"ORDER BY 1 LIMIT $1",
+            f"AND NOT EXISTS (SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql})"
+            f"{scope_sql} ORDER BY 1 LIMIT $1",
             limit,
+            *scope_args,
         )
         return [r["k"] for r in rows]
 
@@ -290,15 +341,64 @@ class TableWriter:
         not_seen = (
             f"NOT EXISTS (SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql})"
         )
+        scope_sql, scope_args = self._in_scope(1)
         await self.conn.execute(
             f"UPDATE {self.table} t SET _absent_scans = _absent_scans + 1 "
-            f"WHERE t._deleted_at IS NULL AND {not_seen}"
+            f"WHERE t._deleted_at IS NULL AND {not_seen}{scope_sql}",
+            *scope_args,
         )
+        scope_sql, scope_args = self._in_scope(3)
         status = await self.conn.execute(
             f"UPDATE {self.table} t SET _deleted_at = now(), _synced_at = now(), _run_id = $2 "
-            f"WHERE t._deleted_at IS NULL AND {not_seen} "
+            f"WHERE t._deleted_at IS NULL AND {not_seen}{scope_sql} "
             f"AND (t.{self.key_sql} = ANY($1::{self.key_type}[]) OR t._absent_scans >= 2)",
             list(confirmed_gone),
             self.run_id,
+            *scope_args,
         )
         return int(status.split()[-1])
+
+
+def _convert(
+    record: dict[str, Any],
+    columns: Sequence[tuple[Column, tuple[str, ...]]],
+    fixed: Mapping[str, Any] | None = None,
+) -> list[Any]:
+    """Typed column values of one record (or array element); ValueError names the field."""
+    values = []
+    for column, path in columns:
+        if fixed and column.name in fixed:
+            values.append(fixed[column.name])
+            continue
+        value = dig(record, path)
+        if value is not None:
+            try:
+                value = column.type.convert(value)
+            except ValueError as exc:
+                raise ValueError(f"field '{'.'.join(path)}': {exc}") from None
+        values.append(value)
+    return values
+
+
+def _child_rows(
+    key: Any,
+    record: dict[str, Any],
+    child: ChildTable,
+    columns: Sequence[tuple[Column, tuple[str, ...]]],
+) -> list[tuple[Any, ...]]:
+    elements = dig(record, child.source_path)
+    if elements is None:
+        return []
+    if isinstance(elements, dict):  # a schema that says "object" where examples say "array"
+        elements = [elements]
+    if not isinstance(elements, list):
+        raise ValueError(f"field '{child.path}': expected a list, got {type(elements).__name__}")
+    rows = []
+    for position, element in enumerate(elements):
+        if not isinstance(element, dict):
+            raise ValueError(f"field '{child.path}.{position}': expected an object")
+        try:
+            rows.append((key, position, *_convert(element, columns)))
+        except ValueError as exc:
+            raise ValueError(f"{child.path}.{position}: {exc}") from None
+    return rows

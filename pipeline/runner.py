@@ -24,11 +24,11 @@ from pipeline import history
 from pipeline.config import ConfigError, Settings, SourceConfig, StreamSettings
 from pipeline.errors import NotFound, PaginationError, PipelineError, SourceHttpError
 from pipeline.http import HttpClient, JsonResponse
-from pipeline.load import PageResult, TableWriter
+from pipeline.load import Checkpoint, PageResult, TableWriter
 from pipeline.logs import get_logger, secrets
 from pipeline.paginators import Page, records_at
 from pipeline.sources import SOURCES
-from pipeline.state import advance_watermark, read_state
+from pipeline.state import advance_watermark, read_state, save_checkpoint
 from pipeline.streams import Incremental, SourceSpec, Stream
 
 log = get_logger(__name__)
@@ -228,7 +228,9 @@ class _StreamRun:
         status, error = "failed", None
         try:
             await writer.prepare()
-            if self.stream.incremental is Incremental.FULL_SCAN:
+            if self.stream.partitions is not None:
+                await self._partitioned(writer, state.checkpoint)
+            elif self.stream.incremental is Incremental.FULL_SCAN:
                 await self._full_scan(writer)
             else:
                 await self._sorted_filter(writer, state.watermark)
@@ -269,9 +271,8 @@ class _StreamRun:
 
     # ---- strategies ------------------------------------------------------------------------
 
-    def _paginator_and_fetch(self) -> tuple[Any, Any]:
-        paginator = self.stream.paginator(self.stream.page_size(self.target.settings))
-        path = self.stream.path
+    def _paginator_and_fetch(self, stream: Stream, path: str) -> tuple[Any, Any]:
+        paginator = stream.paginator(stream.page_size(self.target.settings))
         records_path = paginator.records_path
 
         def expect(body: Any) -> None:
@@ -282,7 +283,12 @@ class _StreamRun:
 
         return paginator, fetch
 
-    async def _load(self, writer: TableWriter, page: Page, checkpoint_at: datetime | None) -> None:
+    async def _load(
+        self,
+        writer: TableWriter,
+        page: Page,
+        checkpoint_at: datetime | None,
+    ) -> PageResult:
         started = time.monotonic()
         row_id = self.row_id
         assert row_id is not None
@@ -299,6 +305,7 @@ class _StreamRun:
             self.outcome.watermark = max(filter(None, (self.outcome.watermark, checkpoint_at)))
         log.info(
             "page_loaded",
+            table=writer.stream.name,
             page=page.number,
             records=result.read,
             inserted=result.inserted,
@@ -306,34 +313,105 @@ class _StreamRun:
             quarantined=result.quarantined,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
+        return result
+
+    async def _scan(self, writer: TableWriter, stream: Stream, path: str) -> PageResult:
+        """Read every page of one list into the writer's table; return what it read."""
+        paginator, fetch = self._paginator_and_fetch(stream, path)
+        pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
+        totals = PageResult()
+        async for page in _overlapped(pages):
+            totals.add(await self._load(writer, page, None))
+        return totals
+
+    async def _settle_absences(
+        self, writer: TableWriter, stream: Stream, also: Checkpoint | None = None
+    ) -> int:
+        """After a complete scan: probe and mark deletions, plus `also`, in one transaction."""
+        gone = await self._probe_absent(writer, stream)
+        async with self.conn.transaction():
+            deleted = await writer.record_absences(gone)
+            if also is not None:
+                await also(self.conn, PageResult())
+        self.outcome.deleted += deleted
+        return deleted
 
     async def _full_scan(self, writer: TableWriter) -> None:
         """Read every page; write what changed; after a complete scan, settle deletions and the
         watermark in one transaction."""
-        paginator, fetch = self._paginator_and_fetch()
-        pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
-        async for page in _overlapped(pages):
-            await self._load(writer, page, None)
-        gone = await self._probe_absent(writer)
-        high_water = self.outcome.totals.max_cursor
-        watermark = min(high_water, self.run_start) if high_water else None
-        async with self.conn.transaction():
-            self.outcome.deleted = await writer.record_absences(gone)
+        await writer.start_scan()
+        totals = await self._scan(writer, self.stream, self.stream.path)
+        watermark = min(totals.max_cursor, self.run_start) if totals.max_cursor else None
+
+        async def commit_watermark(conn: asyncpg.Connection, _: PageResult) -> None:
             if watermark is not None:
-                await advance_watermark(self.conn, self.key, watermark, self.run_id)
+                await advance_watermark(conn, self.key, watermark, self.run_id)
+
+        await self._settle_absences(writer, self.stream, commit_watermark)
         if watermark is not None:
             self.outcome.watermark = max(filter(None, (self.outcome.watermark, watermark)))
 
-    async def _probe_absent(self, writer: TableWriter) -> list[Any]:
+    async def _partitioned(self, writer: TableWriter, checkpoint: dict[str, Any] | None) -> None:
+        """Load the parent list, then each parent's children as one unit. Finished parents are
+        recorded in the stream's checkpoint with the unit's last transaction, so a crash resumes
+        at the next parent; the checkpoint is cleared when every parent is done."""
+        partitions = self.stream.partitions
+        assert partitions is not None
+        parent = partitions.parent
+        parent_writer = TableWriter(self.conn, self.target.source, parent, self.run_id)
+        await parent_writer.prepare()
+        await parent_writer.start_scan()
+        keys: set[str] = set()
+        paginator, fetch = self._paginator_and_fetch(parent, parent.path)
+        pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
+        async for page in _overlapped(pages):
+            keys.update(
+                str(record[partitions.key])
+                for record in page.records
+                if isinstance(record, dict) and record.get(partitions.key) is not None
+            )
+            await self._load(parent_writer, page, None)
+        await self._settle_absences(parent_writer, parent)
+
+        done = set((checkpoint or {}).get("done_partitions", []))
+        if done:
+            log.info("resuming_partitions", done=len(done), total=len(keys))
+        for key in sorted(keys):
+            if key in done:
+                continue
+            await writer.start_scan(scope=(partitions.column, key))
+            path = self.stream.path.format(parent=key)
+            try:
+                await self._scan(writer, self.stream, path)
+            except NotFound:
+                log.warning("partition_gone", partition=key, path=path)
+                continue
+            done.add(key)
+            progress = {"done_partitions": sorted(done)}
+
+            async def save_progress(
+                conn: asyncpg.Connection, _: PageResult, p: dict[str, Any] = progress
+            ) -> None:
+                await save_checkpoint(conn, self.key, p, self.run_id)
+
+            await self._settle_absences(writer, self.stream, save_progress)
+        async with self.conn.transaction():
+            await save_checkpoint(self.conn, self.key, None, self.run_id)
+            if self.outcome.totals.max_cursor is not None:
+                watermark = min(self.outcome.totals.max_cursor, self.run_start)
+                await advance_watermark(self.conn, self.key, watermark, self.run_id)
+                self.outcome.watermark = max(filter(None, (self.outcome.watermark, watermark)))
+
+    async def _probe_absent(self, writer: TableWriter, stream: Stream) -> list[Any]:
         """Ask the detail endpoint about rows the scan did not see: 404 confirms a deletion,
         a record proves the row alive (page drift hid it) and is stored; anything else leaves
         the decision to the two-scan rule."""
-        if not self.stream.detail_path:
+        if not stream.detail_path:
             return []
         candidates = await writer.absent_keys(MAX_DELETE_PROBES)
         if not candidates:
             return []
-        detail_path = self.stream.detail_path
+        detail_path = stream.detail_path
 
         async def probe(key: Any) -> tuple[Any, Any]:
             try:
@@ -347,11 +425,17 @@ class _StreamRun:
 
         results = await asyncio.gather(*(probe(k) for k in candidates))
         gone = [key for key, body in results if body is None]
-        alive = [body for _, body in results if body is not None and body is not ...]
-        if alive:
-            await self._load(writer, Page(alive, number=0), None)
+        alive = [(key, body) for key, body in results if body is not None and body is not ...]
+        if alive and stream.detail_matches_list:
+            await self._load(writer, Page([body for _, body in alive], number=0), None)
+        elif alive:
+            await writer.mark_seen([key for key, _ in alive])
         log.info(
-            "delete_candidates_probed", candidates=len(candidates), gone=len(gone), alive=len(alive)
+            "delete_candidates_probed",
+            table=stream.name,
+            candidates=len(candidates),
+            gone=len(gone),
+            alive=len(alive),
         )
         return gone
 
@@ -361,7 +445,7 @@ class _StreamRun:
         start = None
         if watermark is not None:
             start = watermark - timedelta(seconds=self.target.settings.lookback_seconds)
-        paginator, fetch = self._paginator_and_fetch()
+        paginator, fetch = self._paginator_and_fetch(self.stream, self.stream.path)
         pages = paginator.pages(fetch, start=start, concurrency=self.client.max_concurrency)
         async for page in _overlapped(pages):
             checkpoint = min(page.checkpoint, self.run_start) if page.checkpoint else None

@@ -10,21 +10,49 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
+import orjson
 
 
 @dataclass(frozen=True)
 class StreamState:
     watermark: datetime | None = None
+    checkpoint: dict[str, Any] | None = None
     updated_at: datetime | None = None
 
 
 async def read_state(conn: asyncpg.Connection, stream_key: str) -> StreamState:
     row = await conn.fetchrow(
-        "SELECT watermark, updated_at FROM pipeline.stream_state WHERE stream = $1", stream_key
+        "SELECT watermark, checkpoint, updated_at FROM pipeline.stream_state WHERE stream = $1",
+        stream_key,
     )
-    return StreamState(row["watermark"], row["updated_at"]) if row else StreamState()
+    if row is None:
+        return StreamState()
+    return StreamState(row["watermark"], _as_dict(row["checkpoint"]), row["updated_at"])
+
+
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    # The JSONB codec of a SQLAlchemy-pooled connection decodes; a bare asyncpg one gives text.
+    if value is None or isinstance(value, dict):
+        return value
+    return orjson.loads(value)  # type: ignore[no-any-return]
+
+
+async def save_checkpoint(
+    conn: asyncpg.Connection, stream_key: str, checkpoint: dict[str, Any] | None, run_id: uuid.UUID
+) -> None:
+    """Progress inside an unfinished run (e.g. partitions done); None when the run completes."""
+    await conn.execute(
+        "INSERT INTO pipeline.stream_state AS s (stream, checkpoint, run_id, updated_at) "
+        "VALUES ($1, $2::text::jsonb, $3, now()) "
+        "ON CONFLICT (stream) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, "
+        "run_id = EXCLUDED.run_id, updated_at = now()",
+        stream_key,
+        None if checkpoint is None else orjson.dumps(checkpoint).decode(),
+        run_id,
+    )
 
 
 async def advance_watermark(

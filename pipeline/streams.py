@@ -116,7 +116,16 @@ BOOLEAN = ColumnType(sa.Boolean, _boolean, "boolean")
 TIMESTAMPTZ = ColumnType(lambda: sa.DateTime(timezone=True), parse_timestamp, "timestamptz")
 DATE = ColumnType(sa.Date, _date, "date")
 NUMERIC = ColumnType(sa.Numeric, _numeric, "numeric")
+
+
+def _text_array(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of strings, got {type(value).__name__}")
+    return [_text(item) for item in value]
+
+
 JSONB = ColumnType(pg.JSONB, lambda v: v, "jsonb")
+TEXT_ARRAY = ColumnType(lambda: pg.ARRAY(sa.Text), _text_array, "text[]")
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,37 @@ class Cursor:
 
 
 @dataclass(frozen=True)
+class ChildTable:
+    """An array inside each record kept as its own table, one row per element, so analysts can
+    join on it (parcel items, price VAT lines). It is replaced together with its parent row, in
+    the parent's transaction: elements removed at the source disappear."""
+
+    name: str
+    path: str
+    parent_column: str
+    columns: tuple[Column, ...]
+    description: str = ""
+
+    @property
+    def source_path(self) -> tuple[str, ...]:
+        return tuple(self.path.split("."))
+
+
+@dataclass(frozen=True)
+class Partitions:
+    """A parent list whose every record scopes a child list (Afosto price groups -> prices).
+
+    The parent is loaded into its own table first; then each parent's children are scanned as
+    a unit whose completion is checkpointed, so a crash resumes at the next parent. The child
+    stream's `path` holds `{parent}`, filled from the parent record's `key` field, and the
+    child's `column` is set to that key on every child row."""
+
+    parent: Stream
+    column: str
+    key: str = "id"
+
+
+@dataclass(frozen=True)
 class Stream:
     """One table's worth of records from one endpoint."""
 
@@ -176,10 +216,15 @@ class Stream:
     incremental: Incremental
     cursor: Cursor | None = None
     detail_path: str | None = None
+    # False when the detail endpoint answers another shape than the list (Afosto shipments):
+    # then a detail answer only proves the record alive; it is not stored.
+    detail_matches_list: bool = True
     default_page_size: int = 100
     max_page_size: int | None = None
     settings_model: type[StreamSettings] = StreamSettings
     description: str = ""
+    children: tuple[ChildTable, ...] = ()
+    partitions: Partitions | None = None
 
     def __post_init__(self) -> None:
         keys = [c for c in self.columns if c.primary_key]
@@ -187,6 +232,11 @@ class Stream:
             raise ValueError(f"stream {self.name}: declare exactly one primary key column")
         if self.incremental is Incremental.SORTED_FILTER and self.cursor is None:
             raise ValueError(f"stream {self.name}: a sorted-filter stream needs a cursor")
+        if self.partitions is not None:
+            if "{parent}" not in self.path:
+                raise ValueError(f"stream {self.name}: a partitioned path needs {{parent}}")
+            if self.partitions.column not in {c.name for c in self.columns}:
+                raise ValueError(f"stream {self.name}: no column {self.partitions.column}")
 
     @property
     def primary_key(self) -> Column:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from pipeline.sources import SOURCES
-from pipeline.streams import SourceSpec, Stream
+from pipeline.streams import ChildTable, SourceSpec, Stream
 
 metadata = sa.MetaData()
 
@@ -113,8 +113,38 @@ def _stream_table(spec: SourceSpec, stream: Stream) -> sa.Table:
     )
 
 
+def _child_table(spec: SourceSpec, stream: Stream, child: ChildTable) -> sa.Table:
+    key_type = stream.primary_key.type.sql()
+    return sa.Table(
+        child.name,
+        metadata,
+        sa.Column(child.parent_column, key_type, primary_key=True),
+        sa.Column("position", sa.Integer, primary_key=True),
+        *(sa.Column(column.name, column.type.sql()) for column in child.columns),
+        schema=spec.schema,
+        comment=child.description or None,
+    )
+
+
+def _streams_with_parents(spec: SourceSpec) -> list[Stream]:
+    """The source's streams, plus the parents of partitioned streams (they have tables too)."""
+    out: list[Stream] = []
+    for stream in spec.streams:
+        if stream.partitions is not None:
+            out.append(stream.partitions.parent)
+        out.append(stream)
+    return out
+
+
 STREAM_TABLES: dict[str, sa.Table] = {
     f"{spec.name}.{stream.name}": _stream_table(spec, stream)
     for spec in SOURCES.values()
-    for stream in spec.streams
+    for stream in _streams_with_parents(spec)
+}
+
+CHILD_TABLES: dict[str, sa.Table] = {
+    f"{spec.name}.{child.name}": _child_table(spec, stream, child)
+    for spec in SOURCES.values()
+    for stream in _streams_with_parents(spec)
+    for child in stream.children
 }

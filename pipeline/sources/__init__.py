@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.sources import soho, valomnia
+from pipeline.sources import afosto, soho, valomnia
 from pipeline.streams import SourceSpec
 
-SOURCES: dict[str, SourceSpec] = {spec.name: spec for spec in (soho.SOURCE, valomnia.SOURCE)}
+SOURCES: dict[str, SourceSpec] = {
+    spec.name: spec for spec in (afosto.SOURCE, soho.SOURCE, valomnia.SOURCE)
+}

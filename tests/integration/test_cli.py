@@ -55,7 +55,9 @@ async def test_sync_exit_codes_summary_and_status(
 ) -> None:
     assert await run_cli("db", "upgrade") == 0
     assert await run_cli("db", "upgrade") == 0  # idempotent
-    assert "revision 0001" in capsys.readouterr().out
+    from pipeline import db
+
+    assert f"revision {db.head_revision()} (head)" in capsys.readouterr().out
 
     bad = _write_config(tmp_path / "bad.toml", soho, valomnia, soho_token="f" * 32)
     assert await run_cli("--config", str(bad), "sync") == 1

@@ -42,3 +42,17 @@ def test_every_stream_table_has_a_key_the_raw_record_and_bookkeeping() -> None:
             "_absent_scans",
         ):
             assert column in table.columns, f"{key} lacks {column}"
+
+
+async def test_every_revision_downgrades_and_upgrades_again(engine: AsyncEngine) -> None:
+    from alembic import command
+
+    def down_and_up(sync_conn: sa.Connection) -> None:
+        config = db._alembic_config(sync_conn)
+        command.downgrade(config, "base")
+        command.upgrade(config, "head")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(down_and_up)
+    async with engine.connect() as conn:
+        assert await db.current_revision(conn) == db.head_revision()

@@ -161,7 +161,7 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str | None, tuple[str, ...]]] 
         '[sources.shopify]\nbase_url = "https://shop.example.com"\n',
         {},
         "sources.shopify",
-        ("unknown source", "known sources: soho, valomnia"),
+        ("unknown source", "known sources: afosto, soho, valomnia"),
     ),
     (
         "unknown stream",
