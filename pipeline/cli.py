@@ -131,17 +131,22 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sizes(args: argparse.Namespace) -> Any:
+    from pipeline.demo import DemoSizes
+
+    return DemoSizes(
+        customers=args.customers,
+        authorities=args.authorities,
+        shipments=args.shipments,
+        contacts=args.contacts,
+    )
+
+
 async def cmd_sandbox(args: argparse.Namespace) -> int:
     from pipeline.demo import serve_sandbox
 
-    await serve_sandbox(
-        customers=args.customers,
-        authorities=args.authorities,
-        host=args.host,
-        soho_port=args.soho_port,
-        valomnia_port=args.valomnia_port,
-        console=console(),
-    )
+    ports = {"soho": args.soho_port, "valomnia": args.valomnia_port, "afosto": args.afosto_port}
+    await serve_sandbox(sizes=_sizes(args), host=args.host, ports=ports, console=console())
     return EXIT_OK
 
 
@@ -161,11 +166,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     engine = await _engine_for(settings, demo_url)
     try:
         return await run_demo(
-            engine,
-            customers=args.customers,
-            authorities=args.authorities,
-            console=console(),
-            database_url=db.plain_url(demo_url),
+            engine, sizes=_sizes(args), console=console(), database_url=db.plain_url(demo_url)
         )
     finally:
         await engine.dispose()
@@ -215,21 +216,28 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(handler=cmd_status)
 
     sandbox = commands.add_parser("sandbox", help="serve the API simulators in the foreground")
-    sandbox.add_argument("--customers", type=int, default=200)
-    sandbox.add_argument("--authorities", type=int, default=500)
+    _size_arguments(sandbox)
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--soho-port", type=int, default=8701)
     sandbox.add_argument("--valomnia-port", type=int, default=8702)
+    sandbox.add_argument("--afosto-port", type=int, default=8703)
     sandbox.set_defaults(handler=cmd_sandbox)
 
     demo = commands.add_parser(
         "demo",
         help="simulators + database (embedded unless DATABASE_URL): migrate, sync, change, sync",
     )
-    demo.add_argument("--customers", type=int, default=500)
-    demo.add_argument("--authorities", type=int, default=1200)
+    _size_arguments(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _size_arguments(parser: argparse.ArgumentParser) -> None:
+    """How much data the simulators hold."""
+    parser.add_argument("--customers", type=int, default=500, help="Soho customers")
+    parser.add_argument("--authorities", type=int, default=1200, help="Valomnia authorities")
+    parser.add_argument("--shipments", type=int, default=800, help="Afosto shipments")
+    parser.add_argument("--contacts", type=int, default=300, help="Afosto contacts")
 
 
 async def _run_cancellable(

@@ -2,7 +2,7 @@
 
 The demo builds its settings exactly as a user's pipeline.toml would be validated, pointing at
 simulators on loopback, then shows the incremental story: a first full load, some changes at
-the sources, and a second run that writes only those changes.
+the sources, a second run that writes only those changes, and a quiet third run.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -21,33 +23,53 @@ from pipeline.config import settings_from_mapping
 from pipeline.logs import secrets
 from pipeline.report import exit_code, print_outcomes
 from pipeline.runner import Runner, StreamOutcome, select_streams
-from pipeline.sandbox import RunningSimulator, SohoSimulator, ValomniaSimulator, serve
+from pipeline.sandbox import (
+    AfostoSimulator,
+    RunningSimulator,
+    Simulator,
+    SohoSimulator,
+    ValomniaSimulator,
+    serve,
+)
 from pipeline.sources import SOURCES
 
+DEMO_DATABASE = "pipeline_demo"
 
-def sandbox_settings(soho: RunningSimulator, valomnia: RunningSimulator) -> dict[str, Any]:
-    """The [sources] part of a pipeline.toml pointing at running simulators."""
-    soho_sim = soho.sim
-    valomnia_sim = valomnia.sim
+
+@dataclass(frozen=True)
+class DemoSizes:
+    customers: int = 500
+    authorities: int = 1200
+    shipments: int = 800
+    contacts: int = 300
+
+
+def build_simulators(sizes: DemoSizes) -> dict[str, Simulator]:
+    """One simulator per source, keyed by the source name used in pipeline.toml."""
     return {
-        "sources": {
-            "soho": {
-                "base_url": f"{soho.url}/api/v1",
-                "token": soho_sim.token,
-                "max_concurrency": 4,
-            },
-            "valomnia": {
-                "base_url": valomnia.url,
-                "username": valomnia_sim.username,
-                "password": valomnia_sim.password,
-            },
-        }
+        "soho": SohoSimulator(customers=sizes.customers),
+        "valomnia": ValomniaSimulator(authorities=sizes.authorities),
+        "afosto": AfostoSimulator(
+            contacts=sizes.contacts, shipments=sizes.shipments, groups=5, prices_per_group=60
+        ),
     }
 
 
-def _toml_snippet(settings: dict[str, Any]) -> str:
+def source_settings(name: str, running: RunningSimulator) -> dict[str, Any]:
+    """The [sources.<name>] table of a pipeline.toml pointing at a running simulator."""
+    sim: Any = running.sim
+    if name == "soho":
+        return {"base_url": f"{running.url}/api/v1", "token": sim.token, "max_concurrency": 4}
+    if name == "valomnia":
+        return {"base_url": running.url, "username": sim.username, "password": sim.password}
+    if name == "afosto":
+        return {"base_url": running.url, "token": sim.token, "max_concurrency": 4}
+    raise KeyError(name)
+
+
+def _toml_snippet(sources: Mapping[str, Mapping[str, Any]]) -> str:
     lines = []
-    for name, body in settings["sources"].items():
+    for name, body in sources.items():
         lines.append(f"[sources.{name}]")
         for key, value in body.items():
             lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
@@ -55,38 +77,40 @@ def _toml_snippet(settings: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+async def _serve_all(
+    stack: AsyncExitStack,
+    sims: Mapping[str, Simulator],
+    host: str = "127.0.0.1",
+    ports: Mapping[str, int] | None = None,
+) -> dict[str, RunningSimulator]:
+    return {
+        name: await stack.enter_async_context(
+            serve(sim, host=host, port=(ports or {}).get(name, 0))
+        )
+        for name, sim in sims.items()
+    }
+
+
 async def serve_sandbox(
-    *,
-    customers: int,
-    authorities: int,
-    host: str,
-    soho_port: int,
-    valomnia_port: int,
-    console: Console,
+    *, sizes: DemoSizes, host: str, ports: Mapping[str, int], console: Console
 ) -> None:
     async with AsyncExitStack() as stack:
-        soho = await stack.enter_async_context(
-            serve(SohoSimulator(customers=customers), host=host, port=soho_port)
-        )
-        valomnia = await stack.enter_async_context(
-            serve(ValomniaSimulator(authorities=authorities), host=host, port=valomnia_port)
-        )
-        settings = sandbox_settings(soho, valomnia)
-        console.print(f"Enbro Soho simulator:  {soho.url}/api/v1   ({customers} customers)")
-        console.print(
-            f"Valomnia simulator:    {valomnia.url}/api/v2.1   ({authorities} authorities)"
-        )
+        running = await _serve_all(stack, build_simulators(sizes), host, ports)
+        sources = {name: source_settings(name, r) for name, r in running.items()}
+        for name in running:
+            console.print(f"{SOURCES[name].title} simulator: {sources[name]['base_url']}")
         console.print(
             "Control routes: <url>/_sandbox/records, /_sandbox/mutate, /_sandbox/faults ..."
         )
         console.print("\nA pipeline.toml for these simulators:\n")
-        console.print(_toml_snippet(settings), markup=False, highlight=False)
+        console.print(_toml_snippet(sources), markup=False, highlight=False)
         console.print("Serving until Ctrl-C.")
         await asyncio.Event().wait()
 
 
-def _change_sources(soho: SohoSimulator, valomnia: ValomniaSimulator, rng: random.Random) -> str:
+def _change_sources(sims: Mapping[str, Any], rng: random.Random) -> str:
     """Edits, inserts and deletes such as a day of business would bring."""
+    soho, valomnia, afosto = sims["soho"], sims["valomnia"], sims["afosto"]
     customer_ids = [c["id"] for c in soho.truth()]
     edited = rng.sample(customer_ids, 8)
     for cid in edited[:5]:
@@ -97,52 +121,54 @@ def _change_sources(soho: SohoSimulator, valomnia: ValomniaSimulator, rng: rando
         soho.insert_customer()
     for cid in rng.sample([c for c in customer_ids if c not in edited], 2):
         soho.delete_customer(cid)
-    authority_ids = [a["id"] for a in valomnia.truth()]
-    for aid in rng.sample(authority_ids, 10):
+    for aid in rng.sample([a["id"] for a in valomnia.truth()], 10):
         valomnia.update(aid, name=f"Renamed role {aid}")
     for _ in range(3):
         valomnia.insert()
+    shipments = afosto.truth("shipments")
+    for shipment in rng.sample(shipments, 6):
+        afosto.update_shipment(shipment["id"], is_finished=True)
+    afosto.delete_shipment(rng.choice(shipments)["id"])
+    for _ in range(5):
+        afosto.insert_shipment()
+    price = rng.choice(afosto.truth("prices"))
+    afosto.upsert_price(
+        price["price_group_id"], price["sku"], price["amount"] + 250, active_at=price["active_at"]
+    )
     return (
-        "At the sources: 8 customers edited (5 emails, 3 profiles), 4 added, 2 deleted; "
-        "10 authorities renamed, 3 added."
+        "At the sources: 8 customers edited, 4 added, 2 deleted; 10 authorities renamed, 3 added; "
+        "6 shipments finished, 5 added, 1 deleted; 1 price changed in place."
     )
 
 
-DEMO_DATABASE = "pipeline_demo"
-
-
 async def run_demo(
-    engine: AsyncEngine,
-    *,
-    customers: int,
-    authorities: int,
-    console: Console,
-    database_url: str,
+    engine: AsyncEngine, *, sizes: DemoSizes, console: Console, database_url: str
 ) -> int:
     console.print(f"Demo database (recreated on each demo): {database_url}")
     console.print("Applying migrations...")
     await db.upgrade(engine)
-    soho_sim = SohoSimulator(customers=customers)
-    valomnia_sim = ValomniaSimulator(authorities=authorities)
-    async with serve(soho_sim) as soho, serve(valomnia_sim) as valomnia:
-        raw = sandbox_settings(soho, valomnia)
+    sims = build_simulators(sizes)
+    async with AsyncExitStack() as stack:
+        running = await _serve_all(stack, sims)
+        raw = {"sources": {name: source_settings(name, r) for name, r in running.items()}}
         settings = settings_from_mapping(raw, os.environ, SOURCES, label="(demo settings)")
         secrets.add(settings.secret_values())
         targets = select_streams(settings, [])
         console.print(
-            f"Simulators: Enbro Soho at {soho.url} ({customers} customers), "
-            f"Valomnia at {valomnia.url} ({authorities} authorities)\n"
+            "Simulators: "
+            + ", ".join(f"{SOURCES[n].title} at {r.url}" for n, r in running.items())
+            + "\n"
         )
         first = await Runner(engine).run(targets)
         print_outcomes(first, console, title="1. first sync: everything is new")
         console.print()
-        console.print(_change_sources(soho_sim, valomnia_sim, random.Random(7)))
+        console.print(_change_sources(sims, random.Random(7)))
         second = await Runner(engine).run(targets)
         print_outcomes(second, console, title="2. second sync: only what changed")
         third = await Runner(engine).run(targets)
         print_outcomes(third, console, title="3. third sync: nothing changed, nothing written")
     console.print(
-        "\nTables: soho.customers, valomnia.authorities; history: pipeline.sync_runs.\n"
+        "\nTables: schemas soho, valomnia and afosto; history: pipeline.sync_runs.\n"
         f"Look at them: psql '{database_url}'   or   "
         f"DATABASE_URL='{database_url}' pipeline status",
         highlight=False,

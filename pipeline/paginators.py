@@ -51,15 +51,13 @@ def records_at(body: Any, path: Sequence[str]) -> list[Any]:
     return value
 
 
-class MalformedPage(Exception):
-    """The body parsed as JSON but is not the documented envelope."""
-
-
 def _records(body: Any, path: Sequence[str]) -> list[Any]:
+    """Bodies are checked by the HTTP client (and retried) before they get here; this is the
+    paginator's own guard against a shape it cannot walk."""
     try:
         return records_at(body, path)
     except ValueError as exc:
-        raise MalformedPage(str(exc)) from None
+        raise PaginationError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +125,7 @@ class NumberedPages(Paginator):
 
     async def _until_last(self, fetch: Fetch, number: int, window: int) -> AsyncIterator[Page]:
         """Fetch pages `number`, `number + 1`, ... up to `window` at a time until one is the
-        last; pages beyond the last are cancelled (records inserted since are the next run's)."""
+        last; pages beyond the last are dropped (records inserted since are the next run's)."""
         in_flight: dict[int, asyncio.Future[PageRead]] = {}
         next_number, last_number = number, None
         try:
@@ -141,15 +139,16 @@ class NumberedPages(Paginator):
                     in_flight.values(), return_when=asyncio.FIRST_COMPLETED
                 )
                 for read in sorted((task.result() for task in done), key=lambda r: r.page.number):
-                    del in_flight[read.page.number]
+                    in_flight.pop(read.page.number, None)
                     if last_number is not None and read.page.number > last_number:
                         continue
                     if read.page.records:
                         yield read.page
                     if not read.more:
                         last_number = read.page.number
-                        for later in [n for n in in_flight if n > last_number]:
-                            in_flight.pop(later).cancel()
+                if last_number is not None:
+                    for later in [n for n in in_flight if n > last_number]:
+                        in_flight.pop(later).cancel()
         finally:
             for task in in_flight.values():
                 task.cancel()

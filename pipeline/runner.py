@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import history
 from pipeline.config import ConfigError, Settings, SourceConfig, StreamSettings
-from pipeline.errors import NotFound, PaginationError, PipelineError, SourceHttpError
+from pipeline.errors import NotFound, PipelineError, SourceHttpError
 from pipeline.http import HttpClient, JsonResponse
 from pipeline.load import Checkpoint, PageResult, TableWriter
 from pipeline.logs import get_logger, secrets
@@ -238,9 +238,7 @@ class _StreamRun:
         except asyncio.CancelledError:
             status, error = "interrupted", "stopped before the run finished"
             raise
-        except (SourceHttpError, PaginationError) as exc:
-            error = f"{self.key}: {exc}"
-        except PipelineError as exc:
+        except PipelineError as exc:  # HTTP, paging and the like: already a sentence
             error = f"{self.key}: {exc}"
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             error = f"{self.key}: database error: {type(exc).__name__}: {exc}"

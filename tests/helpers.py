@@ -22,6 +22,8 @@ def make_settings(
     *,
     soho_extra: dict[str, Any] | None = None,
     valomnia_extra: dict[str, Any] | None = None,
+    afosto: RunningSimulator | None = None,
+    afosto_extra: dict[str, Any] | None = None,
     streams: dict[str, dict[str, Any]] | None = None,
 ) -> Settings:
     """Settings pointing at running simulators, validated like a pipeline.toml."""
@@ -42,6 +44,13 @@ def make_settings(
             "password": sim.password,  # type: ignore[attr-defined]
             **fast,
             **(valomnia_extra or {}),
+        }
+    if afosto is not None:
+        sources["afosto"] = {
+            "base_url": afosto.url,
+            "token": afosto.sim.token,  # type: ignore[attr-defined]
+            **fast,
+            **(afosto_extra or {}),
         }
     for key, body in (streams or {}).items():
         source, stream = key.split(".")

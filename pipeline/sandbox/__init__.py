@@ -6,6 +6,7 @@ async with serve(SohoSimulator(customers=500)) as running:
 
 from __future__ import annotations
 
+from .afosto import AfostoSimulator
 from .core import (
     DropConnection,
     Fault,
@@ -25,6 +26,7 @@ from .soho import SohoSimulator
 from .valomnia import ValomniaSimulator
 
 __all__ = [
+    "AfostoSimulator",
     "DropConnection",
     "Fault",
     "FaultPlan",

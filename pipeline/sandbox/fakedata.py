@@ -190,3 +190,62 @@ class JobTitles:
             n += 1
         self._suffix[name] = n
         return f"{name} {n}"
+
+
+# --------------------------------------------------------------------------- commerce data
+# Used by the Afosto simulator: ids, opaque tokens, street names without a house number, and a
+# product catalogue (sku, description, customs code) that shipments, parcels and prices share.
+
+# fmt: off
+_PRODUCT_NOUNS: tuple[tuple[str, str, str], ...] = (
+    ("TSH", "T-Shirt", "61091000"), ("HOD", "Hoodie", "61102090"), ("SNK", "Sneakers", "64041100"),
+    ("MUG", "Mug", "69120010"), ("BAG", "Tote Bag", "42022290"), ("CAP", "Cap", "65050090"),
+    ("SCK", "Socks", "61159500"), ("JKT", "Jacket", "62019300"), ("BTL", "Water Bottle", "73239300"),
+    ("NBK", "Notebook", "48202000"), ("LMP", "Desk Lamp", "94052040"), ("PLW", "Pillow", "94049090"),
+    ("CND", "Candle", "34060000"), ("TEA", "Tea Blend", "09024000"), ("CHC", "Chocolate Bar", "18063100"),
+)
+_PRODUCT_ADJECTIVES: tuple[str, ...] = (
+    "Organic", "Classic", "Recycled", "Premium", "Vintage", "Everyday", "Limited", "Soft",
+    "Heavy", "Slim", "Essential", "Eco",
+)
+_COLOURS: tuple[tuple[str, str], ...] = (
+    ("BLK", "Black"), ("WHT", "White"), ("NVY", "Navy"), ("GRN", "Forest Green"),
+    ("RED", "Red"), ("GRY", "Grey"), ("SND", "Sand"), ("OCH", "Ochre"),
+)
+_SIZES: tuple[str, ...] = ("XS", "S", "M", "L", "XL")
+# fmt: on
+
+
+def uuid4(rng: random.Random) -> str:
+    """A version-4 UUID string drawn from `rng` (uuid.uuid4 would not be seeded)."""
+    value = rng.getrandbits(128)
+    value = (value & ~(0xF000 << 64)) | (0x4000 << 64)  # version nibble
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def hex_token(rng: random.Random, length: int = 32) -> str:
+    """Lowercase hex of `length` characters: secrets, version tokens, file references."""
+    return f"{rng.getrandbits(length * 4):0{length}x}"
+
+
+def thoroughfare(rng: random.Random) -> str:
+    """A street name without a house number (`Daugherty Corner`), for split address fields."""
+    return f"{pick(rng, _STREET_WORDS)} {pick(rng, _STREET_SUFFIXES)}"
+
+
+def product(rng: random.Random, number: int) -> tuple[str, str, str]:
+    """`(sku, description, hs_code)`, e.g. `("TSH-01042-BLK-M", "Organic T-Shirt, Black, M",
+    "61091000")`. `number` makes the sku unique within a catalogue."""
+    code, noun, hs_code = _PRODUCT_NOUNS[int(rng.random() * len(_PRODUCT_NOUNS))]
+    adjective = pick(rng, _PRODUCT_ADJECTIVES)
+    if code in ("TSH", "HOD", "SNK", "SCK", "JKT", "CAP"):
+        colour_code, colour = _COLOURS[int(rng.random() * len(_COLOURS))]
+        size = pick(rng, _SIZES)
+        return (
+            f"{code}-{number:05d}-{colour_code}-{size}",
+            f"{adjective} {noun}, {colour}, {size}",
+            hs_code,
+        )
+    return f"{code}-{number:05d}", f"{adjective} {noun}", hs_code

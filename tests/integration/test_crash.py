@@ -172,3 +172,77 @@ async def test_sigterm_marks_running_streams_interrupted_and_exits_promptly(
     assert [s.status for s in statuses] == ["interrupted", "interrupted"]
     assert all("stopped before the run finished" in s.error for s in statuses)
     await _assert_state_not_ahead_of_data(engine, valomnia_sim)
+
+
+async def test_prices_killed_mid_run_resume_at_the_next_group(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    from pipeline.sandbox import AfostoSimulator
+
+    sim = AfostoSimulator(
+        contacts=3, shipments=3, parcels=3, groups=6, prices_per_group=60, seed=41, latency=0.05
+    )
+    async with serve(sim) as afosto:
+        config = tmp_path / "pipeline.toml"
+        config.write_text(
+            f"""
+[sources.afosto]
+base_url = "{afosto.url}"
+token = "${{TEST_AFOSTO_TOKEN}}"
+max_concurrency = 1
+
+[sources.afosto.streams.prices]
+page_size = 20
+""",
+            encoding="utf-8",
+        )
+        env = {**os.environ, "DATABASE_URL": database_url, "TEST_AFOSTO_TOKEN": sim.token}
+
+        async def run_sync() -> asyncio.subprocess.Process:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "pipeline",
+                "--config",
+                str(config),
+                "sync",
+                "prices",
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+
+        process = await run_sync()
+        done: list[str] = []
+        for _ in range(1000):
+            checkpoint = await scalar(
+                engine,
+                "SELECT checkpoint FROM pipeline.stream_state WHERE stream = 'afosto.prices'",
+            )
+            done = (checkpoint or {}).get("done_partitions", [])
+            if len(done) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        process.kill()
+        await process.wait()
+        checkpoint = await scalar(
+            engine, "SELECT checkpoint FROM pipeline.stream_state WHERE stream = 'afosto.prices'"
+        )
+        done = checkpoint["done_partitions"]  # as committed when the process died
+        assert 2 <= len(done) < 6, done
+
+        sim.clear_requests()
+        rerun = await run_sync()
+        _, stderr = await rerun.communicate()
+        assert rerun.returncode == 0, stderr.decode()[-2000:]
+
+    groups_read_again = {r.path.split("/")[3] for r in sim.requests if r.path.endswith("/prices")}
+    assert groups_read_again.isdisjoint(done)  # finished groups were not read again
+    assert len(groups_read_again) == 6 - len(done)
+    assert await live_rows(engine, "afosto.prices") == {p["id"]: p for p in sim.truth("prices")}
+    assert (
+        await scalar(
+            engine, "SELECT checkpoint FROM pipeline.stream_state WHERE stream = 'afosto.prices'"
+        )
+        is None
+    )

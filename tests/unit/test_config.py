@@ -79,11 +79,11 @@ def _fake_env(names: set[str]) -> dict[str, str]:
 
 def test_example_loads_when_its_variables_are_set() -> None:
     names = _env_refs(tomllib.loads(EXAMPLE.read_text(encoding="utf-8")))
-    assert names == {"SOHO_TOKEN", "VALOMNIA_USER", "VALOMNIA_PASSWORD"}
+    assert names == {"SOHO_TOKEN", "VALOMNIA_USER", "VALOMNIA_PASSWORD", "AFOSTO_TOKEN"}
 
     settings = _load(EXAMPLE, _fake_env(names))
 
-    assert set(settings.sources) == {"soho", "valomnia"}
+    assert set(settings.sources) == {"soho", "valomnia", "afosto"}
     soho = settings.sources["soho"]
     assert soho.settings.token.get_secret_value() == "value-of-soho_token"  # type: ignore[attr-defined]
     assert soho.streams["customers"].page_size == 25
@@ -95,9 +95,13 @@ def test_example_loads_when_its_variables_are_set() -> None:
     assert settings.embedded_dir == Path(DEFAULT_EMBEDDED_DIR)
 
 
-@pytest.mark.parametrize("missing", ["SOHO_TOKEN", "VALOMNIA_USER", "VALOMNIA_PASSWORD"])
+@pytest.mark.parametrize(
+    "missing", ["SOHO_TOKEN", "VALOMNIA_USER", "VALOMNIA_PASSWORD", "AFOSTO_TOKEN"]
+)
 def test_example_names_the_missing_variable(missing: str) -> None:
-    environ = _fake_env({"SOHO_TOKEN", "VALOMNIA_USER", "VALOMNIA_PASSWORD"} - {missing})
+    environ = _fake_env(
+        {"SOHO_TOKEN", "VALOMNIA_USER", "VALOMNIA_PASSWORD", "AFOSTO_TOKEN"} - {missing}
+    )
 
     message = _error(EXAMPLE, environ)
 
