@@ -8,7 +8,10 @@ mid-run costs one login instead of a failed stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import base64
+import hashlib
+import time
+from collections.abc import Callable, Mapping
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
@@ -33,6 +36,10 @@ class Auth:
     async def refresh(self, client: HttpClient, used: Mapping[str, str]) -> bool:
         """Called after a 401; return True when a retry with fresh headers makes sense."""
         return False
+
+    async def form_fields(self, client: HttpClient) -> dict[str, str]:
+        """Fields added to every form the client posts (form-signed APIs)."""
+        return {}
 
 
 class HeaderToken(Auth):
@@ -151,3 +158,32 @@ def _json_or_none(body: bytes) -> object:
 def _short(body: bytes) -> str:
     text = body.decode("utf-8", "replace").strip()
     return text[:200] or "(empty body)"
+
+
+class SignedForm(Auth):
+    """DigiLocker: every form carries `clientid`, a UNIX `ts`, and `hmac` = SHA-256 over
+    (client secret + clientid + ts), recomputed for every request. The secret is used only as
+    that digest's input; it is never sent or logged."""
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        encoding: str = "hex",
+        ts_offset_seconds: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client_id = client_id
+        self._secret = client_secret
+        self._encoding = encoding
+        self._offset = ts_offset_seconds
+        self._clock = clock
+
+    def sign(self, ts: str) -> str:
+        digest = hashlib.sha256((self._secret + self._client_id + ts).encode()).digest()
+        return base64.b64encode(digest).decode() if self._encoding == "base64" else digest.hex()
+
+    async def form_fields(self, client: HttpClient) -> dict[str, str]:
+        ts = str(int(self._clock()) + self._offset)
+        return {"clientid": self._client_id, "ts": ts, "hmac": self.sign(ts)}

@@ -190,10 +190,14 @@ class HttpClient:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         data: Any = None,
+        form: Mapping[str, str] | None = None,
+        multipart: bool = False,
         expect: BodyCheck | None = None,
     ) -> JsonResponse:
         """Send with retries; return the parsed JSON of a 2xx, or raise a SourceHttpError.
 
+        `form` is sent as a form (urlencoded, or multipart when asked), with the auth's own
+        form fields added afresh on every attempt (a signed timestamp must not go stale).
         `expect` checks the parsed body's shape (raising ValueError): a 2xx body that is not
         the documented envelope is retried like any other malformed response."""
         refreshed = False
@@ -201,9 +205,13 @@ class HttpClient:
         while True:
             attempt += 1
             auth_headers = await self.auth.headers(self) if self.auth else {}
+            body = data
+            if form is not None:
+                fields = {**(await self.auth.form_fields(self) if self.auth else {}), **form}
+                body = _form_body(fields, multipart)
             try:
                 return await self._attempt(
-                    method, path, params, {**auth_headers, **(headers or {})}, data, expect
+                    method, path, params, {**auth_headers, **(headers or {})}, body, expect
                 )
             except AuthenticationFailed as exc:
                 if (
@@ -365,6 +373,15 @@ class HttpClient:
             detail,
             "The source rejected the request; check this stream's settings",
         )
+
+
+def _form_body(fields: Mapping[str, str], multipart: bool) -> Any:
+    if not multipart:
+        return dict(fields)
+    form = aiohttp.FormData(default_to_multipart=True)
+    for name, value in fields.items():
+        form.add_field(name, value)
+    return form
 
 
 def _error_text(body: bytes, limit: int = 300) -> str:

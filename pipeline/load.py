@@ -25,12 +25,13 @@ from typing import Any
 import asyncpg
 import orjson
 
-from pipeline.streams import ChildTable, Column, Incremental, SourceSpec, Stream, dig
+from pipeline.streams import ChildTable, Column, Deletions, Incremental, SourceSpec, Stream, dig
 
 Checkpoint = Callable[[asyncpg.Connection, "PageResult"], Awaitable[None]]
 
 _SQL_TYPE = {
     "text[]": "text[]",
+    "bigint[]": "bigint[]",
     "text": "text",
     "bigint": "bigint",
     "boolean": "boolean",
@@ -100,6 +101,7 @@ class TableWriter:
         source: SourceSpec,
         stream: Stream,
         run_id: uuid.UUID,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         self.conn = conn
         self.stream = stream
@@ -129,8 +131,10 @@ class TableWriter:
             )
             for child in stream.children
         ]
+        self._context: dict[str, Any] = dict(context or {})
         self._fixed: dict[str, Any] = {}
-        self._scope: tuple[str, Any] | None = None
+        self._scope: list[tuple[str, Any]] = []
+        self._min_absent_scans = 1 if stream.deletions is Deletions.SNAPSHOT else 2
 
     # ---- set-up -----------------------------------------------------------------------------
 
@@ -146,11 +150,20 @@ class TableWriter:
             )
             await self.conn.execute(f"TRUNCATE {self.seen}")
 
-    async def start_scan(self, scope: tuple[str, Any] | None = None) -> None:
-        """Begin a complete scan; with a scope `(column, value)` (a partition), every row loaded
-        gets that value in that column, and absences are judged only among rows that have it."""
-        self._scope = scope
-        self._fixed = {scope[0]: scope[1]} if scope else {}
+    async def start_scan(
+        self,
+        partition: tuple[str, Any] | None = None,
+        scope: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Begin a complete scan of one list.
+
+        `partition` `(column, value)`: every row loaded gets that value in that column, and only
+        rows with it can be judged absent. `scope`: more SQL conditions (`{}` is the value's
+        placeholder, `t` the table) narrowing where absences count, for filtered lists."""
+        self._fixed = {partition[0]: partition[1]} if partition else {}
+        self._scope = list(scope)
+        if partition:
+            self._scope.append((f"t.{_ident(partition[0])} = {{}}", partition[1]))
         if self.track_seen:
             await self.conn.execute(f"TRUNCATE {self.seen}")
 
@@ -160,18 +173,19 @@ class TableWriter:
         """Turn records into COPY rows; reject the bad ones with a reason. No I/O."""
         page = PreparedPage(read=len(records))
         cursor_spec = self.stream.cursor
-        for record in records:
+        context = {**self._context, **self._fixed}
+        wrapper = self.stream.record_path
+        for element in records:
+            record = dig(element, wrapper) if wrapper else element
             if not isinstance(record, dict):
-                page.rejected.append(Rejected(None, "not a JSON object", _raw_text(record)))
+                what = f"no object at '{'.'.join(wrapper)}'" if wrapper else "not a JSON object"
+                page.rejected.append(Rejected(None, what, _raw_text(element)))
                 continue
-            raw_key = dig(record, self._key_path)
             key: Any = None
             try:
-                if raw_key is None:
-                    raise ValueError(f"missing primary key '{'.'.join(self._key_path)}'")
-                key = self.key.type.convert(raw_key)
+                key = self._key_of(record, context)
                 cursor = cursor_spec.value(record) if cursor_spec else None
-                values = _convert(record, self._columns, self._fixed)
+                values = _convert(record, self._columns, self._fixed, context)
                 children = [
                     _child_rows(key, record, child, columns) for child, _, columns in self._children
                 ]
@@ -200,6 +214,17 @@ class TableWriter:
                 page.children[key] = children
             page.seen_keys.append(key)
         return page
+
+    def _key_of(self, record: dict[str, Any], context: Mapping[str, Any]) -> Any:
+        if self.key.derive is not None:
+            raw = self.key.derive(record, context)
+            where = f"derived key '{self.key.name}'"
+        else:
+            raw = dig(record, self._key_path)
+            where = f"primary key '{'.'.join(self._key_path)}'"
+        if raw is None:
+            raise ValueError(f"missing {where}")
+        return self.key.type.convert(raw)
 
     # ---- the transaction --------------------------------------------------------------------
 
@@ -315,10 +340,12 @@ class TableWriter:
         )
 
     def _in_scope(self, first_param: int) -> tuple[str, list[Any]]:
-        """The SQL condition (and its parameter) restricting rows to the current partition."""
-        if self._scope is None:
-            return "", []
-        return f" AND t.{_ident(self._scope[0])} = ${first_param}", [self._scope[1]]
+        """SQL restricting rows to what the current scan covers (partition, filters)."""
+        sql = "".join(
+            " AND " + condition.format(f"${first_param + i}")
+            for i, (condition, _) in enumerate(self._scope)
+        )
+        return sql, [value for _, value in self._scope]
 
     async def absent_keys(self, limit: int) -> list[Any]:
         """Live rows the finished scan did not see: delete *candidates*, not deletions."""
@@ -351,10 +378,21 @@ class TableWriter:
         status = await self.conn.execute(
             f"UPDATE {self.table} t SET _deleted_at = now(), _synced_at = now(), _run_id = $2 "
             f"WHERE t._deleted_at IS NULL AND {not_seen}{scope_sql} "
-            f"AND (t.{self.key_sql} = ANY($1::{self.key_type}[]) OR t._absent_scans >= 2)",
+            f"AND (t.{self.key_sql} = ANY($1::{self.key_type}[]) "
+            f"OR t._absent_scans >= {self._min_absent_scans})",
             list(confirmed_gone),
             self.run_id,
             *scope_args,
+        )
+        return int(status.split()[-1])
+
+    async def retire_partitions(self, column: str, live: Sequence[Any]) -> int:
+        """Snapshot streams: rows of partitions (parents) that no longer exist are gone too."""
+        status = await self.conn.execute(
+            f"UPDATE {self.table} t SET _deleted_at = now(), _synced_at = now(), _run_id = $2 "
+            f"WHERE t._deleted_at IS NULL AND NOT (t.{_ident(column)} = ANY($1::text[]))",
+            list(live),
+            self.run_id,
         )
         return int(status.split()[-1])
 
@@ -363,6 +401,7 @@ def _convert(
     record: dict[str, Any],
     columns: Sequence[tuple[Column, tuple[str, ...]]],
     fixed: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """Typed column values of one record (or array element); ValueError names the field."""
     values = []
@@ -370,7 +409,7 @@ def _convert(
         if fixed and column.name in fixed:
             values.append(fixed[column.name])
             continue
-        value = dig(record, path)
+        value = column.derive(record, context or {}) if column.derive else dig(record, path)
         if value is not None:
             try:
                 value = column.type.convert(value)

@@ -36,6 +36,12 @@ class Page:
 class Paginator(ABC):
     """Walks one endpoint. `start` is the stream's watermark for sorted streams, else None."""
 
+    records_path: tuple[str, ...] = ()
+
+    def check(self, body: Any) -> None:
+        """Raise ValueError when a body is not the documented envelope (the client retries)."""
+        records_at(body, self.records_path)
+
     @abstractmethod
     def pages(
         self, fetch: Fetch, *, start: datetime | None, concurrency: int
@@ -174,7 +180,7 @@ class PageNumberPages(NumberedPages):
     size_param: str = "per"
     records_path: tuple[str, ...] = ("records",)
     total_pages_path: tuple[str, ...] = ("total_pages",)
-    next_page_path: tuple[str, ...] = ("next_page",)
+    next_page_path: tuple[str, ...] | None = ("next_page",)
     current_page_path: tuple[str, ...] | None = ("current_page",)
     first_page: int = 1
     extra_params: Mapping[str, str] = field(default_factory=dict)
@@ -197,9 +203,12 @@ class PageNumberPages(NumberedPages):
                     f"it ignores the '{self.page_param}' parameter"
                 )
         records = _records(body, self.records_path)
-        more = dig(body, self.next_page_path) is not None and bool(records)
-        total = _page_count(dig(body, self.total_pages_path)) if number == self.first_page else None
-        return PageRead(Page(records, number), total, more)
+        total = _page_count(dig(body, self.total_pages_path))
+        if self.next_page_path is not None:
+            more = dig(body, self.next_page_path) is not None and bool(records)
+        else:  # no next-page field (will_paginate): this page's own count of pages decides
+            more = bool(records) and total is not None and number < self.first_page + total - 1
+        return PageRead(Page(records, number), total if number == self.first_page else None, more)
 
 
 @dataclass(frozen=True)
@@ -271,6 +280,30 @@ async def _concurrently(
 # ---------------------------------------------------------------------------------------------
 # Seek by value (Valomnia: lastUpdated_gte + sort=lastUpdated&order=asc, offset/max)
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SingleResponse(Paginator):
+    """One request answers the whole set (DigiLocker). `records_path` () with `whole_body`:
+    the body itself is the one record (a statistics object)."""
+
+    page_size: int = 0
+    records_path: tuple[str, ...] = ()
+    whole_body: bool = False
+
+    def check(self, body: Any) -> None:
+        if not self.whole_body:
+            records_at(body, self.records_path)
+        elif not isinstance(body, dict):
+            raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+
+    async def pages(
+        self, fetch: Fetch, *, start: datetime | None, concurrency: int
+    ) -> AsyncIterator[Page]:
+        response = await fetch({}, {})
+        records = [response.body] if self.whole_body else _records(response.body, self.records_path)
+        if records:
+            yield Page(records, 1)
 
 
 def format_utc_seconds(value: datetime) -> str:

@@ -26,10 +26,10 @@ from pipeline.errors import NotFound, PipelineError, SourceHttpError
 from pipeline.http import HttpClient, JsonResponse
 from pipeline.load import Checkpoint, PageResult, TableWriter
 from pipeline.logs import get_logger, secrets
-from pipeline.paginators import Page, records_at
+from pipeline.paginators import Page
 from pipeline.sources import SOURCES
 from pipeline.state import advance_watermark, read_state, save_checkpoint
-from pipeline.streams import Incremental, SourceSpec, Stream
+from pipeline.streams import Deletions, Incremental, Partitions, SourceSpec, Stream, dig
 
 log = get_logger(__name__)
 
@@ -46,7 +46,27 @@ class StreamTarget:
 
     @property
     def key(self) -> str:
-        return f"{self.source.name}.{self.stream.name}"
+        """The stream's name in locks, state and run history; a filtered stream is its own."""
+        base = f"{self.source.name}.{self.stream.name}"
+        chosen = self.filter_params
+        if not chosen:
+            return base
+        return base + "[" + ",".join(f"{k}={v}" for k, v in sorted(chosen.items())) + "]"
+
+    @property
+    def filter_params(self) -> dict[str, str]:
+        """Query parameters of the filters set in this stream's settings."""
+        values = {f.param: getattr(self.settings, f.setting, None) for f in self.stream.filters}
+        return {param: str(value) for param, value in values.items() if value is not None}
+
+    @property
+    def filter_scope(self) -> list[tuple[str, Any]]:
+        """The rows the filtered list covers: where its silence can mean a deletion."""
+        return [
+            (f.condition, getattr(self.settings, f.setting))
+            for f in self.stream.filters
+            if getattr(self.settings, f.setting, None) is not None
+        ]
 
     @property
     def settings(self) -> StreamSettings:
@@ -190,6 +210,8 @@ class _StreamRun:
         self.outcome = StreamOutcome(self.key, "running")
         self.row_id: int | None = None
         self.run_start = datetime.now(UTC)
+        # What derived columns may use besides the record (e.g. one statistics row per day).
+        self.context = {"run_date": self.run_start.date()}
 
     async def run(self) -> StreamOutcome:
         lock_name = f"pipeline.stream:{self.key}"
@@ -224,7 +246,7 @@ class _StreamRun:
         log.info(
             "stream_started", watermark=state.watermark.isoformat() if state.watermark else None
         )
-        writer = TableWriter(self.conn, self.target.source, self.stream, self.run_id)
+        writer = TableWriter(self.conn, self.target.source, self.stream, self.run_id, self.context)
         status, error = "failed", None
         try:
             await writer.prepare()
@@ -269,15 +291,25 @@ class _StreamRun:
 
     # ---- strategies ------------------------------------------------------------------------
 
-    def _paginator_and_fetch(self, stream: Stream, path: str) -> tuple[Any, Any]:
+    def _paginator_and_fetch(
+        self, stream: Stream, path: str, parent: str | None = None
+    ) -> tuple[Any, Any]:
         paginator = stream.paginator(stream.page_size(self.target.settings))
-        records_path = paginator.records_path
-
-        def expect(body: Any) -> None:
-            records_at(body, records_path)
+        filters = self.target.filter_params
+        form = None
+        if stream.form is not None:
+            form = {name: value.format(parent=parent) for name, value in stream.form.items()}
 
         async def fetch(params: Mapping[str, str], headers: Mapping[str, str]) -> JsonResponse:
-            return await self.client.get(path, params, headers, expect=expect)
+            return await self.client.request(
+                stream.method,
+                path,
+                params={**filters, **params},
+                headers=headers,
+                form=form,
+                multipart=stream.multipart,
+                expect=paginator.check,
+            )
 
         return paginator, fetch
 
@@ -313,9 +345,11 @@ class _StreamRun:
         )
         return result
 
-    async def _scan(self, writer: TableWriter, stream: Stream, path: str) -> PageResult:
+    async def _scan(
+        self, writer: TableWriter, stream: Stream, path: str, parent: str | None = None
+    ) -> PageResult:
         """Read every page of one list into the writer's table; return what it read."""
-        paginator, fetch = self._paginator_and_fetch(stream, path)
+        paginator, fetch = self._paginator_and_fetch(stream, path, parent)
         pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
         totals = PageResult()
         async for page in _overlapped(pages):
@@ -326,9 +360,10 @@ class _StreamRun:
         self, writer: TableWriter, stream: Stream, also: Checkpoint | None = None
     ) -> int:
         """After a complete scan: probe and mark deletions, plus `also`, in one transaction."""
-        gone = await self._probe_absent(writer, stream)
+        judged = stream.deletions is not Deletions.NEVER
+        gone = await self._probe_absent(writer, stream) if judged else []
         async with self.conn.transaction():
-            deleted = await writer.record_absences(gone)
+            deleted = await writer.record_absences(gone) if judged else 0
             if also is not None:
                 await also(self.conn, PageResult())
         self.outcome.deleted += deleted
@@ -337,7 +372,7 @@ class _StreamRun:
     async def _full_scan(self, writer: TableWriter) -> None:
         """Read every page; write what changed; after a complete scan, settle deletions and the
         watermark in one transaction."""
-        await writer.start_scan()
+        await writer.start_scan(scope=self.target.filter_scope)
         totals = await self._scan(writer, self.stream, self.stream.path)
         watermark = min(totals.max_cursor, self.run_start) if totals.max_cursor else None
 
@@ -350,37 +385,23 @@ class _StreamRun:
             self.outcome.watermark = max(filter(None, (self.outcome.watermark, watermark)))
 
     async def _partitioned(self, writer: TableWriter, checkpoint: dict[str, Any] | None) -> None:
-        """Load the parent list, then each parent's children as one unit. Finished parents are
+        """Read the parent list, then each parent's children as one unit. Finished parents are
         recorded in the stream's checkpoint with the unit's last transaction, so a crash resumes
-        at the next parent; the checkpoint is cleared when every parent is done."""
+        at the next parent; the checkpoint is cleared when every parent is done.
+
+        A parent that is not a stream of its own (Afosto price groups) is stored here; one that
+        is (DigiLocker issuers) is only listed, its own stream keeps its table."""
         partitions = self.stream.partitions
         assert partitions is not None
-        parent = partitions.parent
-        parent_writer = TableWriter(self.conn, self.target.source, parent, self.run_id)
-        await parent_writer.prepare()
-        await parent_writer.start_scan()
-        keys: set[str] = set()
-        paginator, fetch = self._paginator_and_fetch(parent, parent.path)
-        pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
-        async for page in _overlapped(pages):
-            keys.update(
-                str(record[partitions.key])
-                for record in page.records
-                if isinstance(record, dict) and record.get(partitions.key) is not None
-            )
-            await self._load(parent_writer, page, None)
-        await self._settle_absences(parent_writer, parent)
-
+        keys = await self._parent_keys(partitions)
         done = set((checkpoint or {}).get("done_partitions", []))
         if done:
-            log.info("resuming_partitions", done=len(done), total=len(keys))
-        for key in sorted(keys):
-            if key in done:
-                continue
-            await writer.start_scan(scope=(partitions.column, key))
+            log.info("resuming_partitions", done=len(done & keys), total=len(keys))
+        for key in sorted(keys - done):
+            await writer.start_scan(partition=(partitions.column, key))
             path = self.stream.path.format(parent=key)
             try:
-                await self._scan(writer, self.stream, path)
+                await self._scan(writer, self.stream, path, parent=key)
             except NotFound:
                 log.warning("partition_gone", partition=key, path=path)
                 continue
@@ -394,11 +415,39 @@ class _StreamRun:
 
             await self._settle_absences(writer, self.stream, save_progress)
         async with self.conn.transaction():
+            if self.stream.deletions is Deletions.SNAPSHOT:
+                self.outcome.deleted += await writer.retire_partitions(
+                    partitions.column, sorted(keys)
+                )
             await save_checkpoint(self.conn, self.key, None, self.run_id)
             if self.outcome.totals.max_cursor is not None:
                 watermark = min(self.outcome.totals.max_cursor, self.run_start)
                 await advance_watermark(self.conn, self.key, watermark, self.run_id)
                 self.outcome.watermark = max(filter(None, (self.outcome.watermark, watermark)))
+
+    async def _parent_keys(self, partitions: Partitions) -> set[str]:
+        parent = partitions.parent
+        stored_here = not any(s is parent for s in self.target.source.streams)
+        parent_writer = None
+        if stored_here:
+            parent_writer = TableWriter(
+                self.conn, self.target.source, parent, self.run_id, self.context
+            )
+            await parent_writer.prepare()
+            await parent_writer.start_scan()
+        keys: set[str] = set()
+        paginator, fetch = self._paginator_and_fetch(parent, parent.path)
+        pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
+        async for page in _overlapped(pages):
+            for element in page.records:
+                record = dig(element, parent.record_path) if parent.record_path else element
+                if isinstance(record, dict) and record.get(partitions.key) is not None:
+                    keys.add(str(record[partitions.key]))
+            if parent_writer is not None:
+                await self._load(parent_writer, page, None)
+        if parent_writer is not None:
+            await self._settle_absences(parent_writer, parent)
+        return keys
 
     async def _probe_absent(self, writer: TableWriter, stream: Stream) -> list[Any]:
         """Ask the detail endpoint about rows the scan did not see: 404 confirms a deletion,

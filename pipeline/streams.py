@@ -15,7 +15,7 @@ Two incremental strategies exist, because the APIs allow only two honest ones:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -34,6 +34,14 @@ if TYPE_CHECKING:
 class Incremental(enum.Enum):
     FULL_SCAN = "full_scan"
     SORTED_FILTER = "sorted_filter"
+
+
+class Deletions(enum.Enum):
+    """What a complete scan's silence about a stored row means."""
+
+    CONFIRMED = "confirmed"  # a paged list can hide rows by drift: 404 on detail, or 2 scans
+    SNAPSHOT = "snapshot"  # one response holds the whole set: absent once is gone
+    NEVER = "never"  # history rows (one per day read): nothing is ever deleted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,15 +136,43 @@ JSONB = ColumnType(pg.JSONB, lambda v: v, "jsonb")
 TEXT_ARRAY = ColumnType(lambda: pg.ARRAY(sa.Text), _text_array, "text[]")
 
 
+def _bigint_array(value: Any) -> list[int]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of integers, got {type(value).__name__}")
+    return [_bigint(item) for item in value]
+
+
+def _date_ddmmyyyy(value: Any) -> date:
+    """DDMMYYYY, sometimes typed as an integer upstream (so a leading zero may be lost)."""
+    text = (
+        str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    )
+    if not text.isdigit() or len(text) not in (7, 8):
+        raise ValueError(f"not a DDMMYYYY date: {value!r}"[:80])
+    text = text.zfill(8)
+    try:
+        return date(int(text[4:]), int(text[2:4]), int(text[:2]))
+    except ValueError:
+        raise ValueError(f"not a DDMMYYYY date: {value!r}"[:80]) from None
+
+
+BIGINT_ARRAY = ColumnType(lambda: pg.ARRAY(sa.BigInteger), _bigint_array, "bigint[]")
+DATE_DDMMYYYY = ColumnType(sa.Date, _date_ddmmyyyy, "date")
+
+
 @dataclass(frozen=True)
 class Column:
-    """A typed column filled from a (dotted) path in the record; `path` defaults to `name`."""
+    """A typed column filled from a (dotted) path in the record; `path` defaults to `name`.
+
+    `derive` computes the value instead, from the record and the run's context (the partition
+    key, the run's date): for keys the API does not send, such as one row per day read."""
 
     name: str
     type: ColumnType
     path: str | None = None
     primary_key: bool = False
     index: bool = False
+    derive: Callable[[dict[str, Any], Mapping[str, Any]], Any] | None = None
 
     @property
     def source_path(self) -> tuple[str, ...]:
@@ -206,6 +242,18 @@ class Partitions:
 
 
 @dataclass(frozen=True)
+class Filter:
+    """An optional server-side filter set in the stream's settings: sent as a query parameter,
+    part of the stream's state key, and the scope in which absences mean deletions."""
+
+    setting: str
+    param: str
+    # SQL condition on the table (alias t) matching the rows the filtered list returns; `{}` is
+    # the parameter placeholder.
+    condition: str
+
+
+@dataclass(frozen=True)
 class Stream:
     """One table's worth of records from one endpoint."""
 
@@ -225,6 +273,14 @@ class Stream:
     description: str = ""
     children: tuple[ChildTable, ...] = ()
     partitions: Partitions | None = None
+    deletions: Deletions = Deletions.CONFIRMED
+    # Each list element holds the record under this path (Sparkfly: {"credential": {...}}).
+    record_path: tuple[str, ...] = ()
+    # POST-form endpoints (DigiLocker): form fields (`{parent}` is the partition key).
+    method: str = "GET"
+    form: Mapping[str, str] | None = None
+    multipart: bool = False
+    filters: tuple[Filter, ...] = ()
 
     def __post_init__(self) -> None:
         keys = [c for c in self.columns if c.primary_key]
@@ -233,8 +289,9 @@ class Stream:
         if self.incremental is Incremental.SORTED_FILTER and self.cursor is None:
             raise ValueError(f"stream {self.name}: a sorted-filter stream needs a cursor")
         if self.partitions is not None:
-            if "{parent}" not in self.path:
-                raise ValueError(f"stream {self.name}: a partitioned path needs {{parent}}")
+            templates = [self.path, *(self.form or {}).values()]
+            if not any("{parent}" in t for t in templates):
+                raise ValueError(f"stream {self.name}: a partitioned request needs {{parent}}")
             if self.partitions.column not in {c.name for c in self.columns}:
                 raise ValueError(f"stream {self.name}: no column {self.partitions.column}")
 
