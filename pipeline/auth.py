@@ -57,7 +57,43 @@ def bearer(token: str) -> HeaderToken:
     return HeaderToken(token, "Authorization", "Bearer ")
 
 
-class FormLoginSession(Auth):
+class RenewableCredential(Auth):
+    """A credential obtained by a call (a login, a token exchange) and obtained again when the
+    API answers 401 with it. Concurrent requests share one renewal."""
+
+    def __init__(self) -> None:
+        self._value: str | None = None
+        self._lock = asyncio.Lock()
+        self.logins = 0
+
+    async def _obtain(self, client: HttpClient) -> str:
+        raise NotImplementedError
+
+    def _headers_for(self, value: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    async def headers(self, client: HttpClient) -> dict[str, str]:
+        if self._value is None:
+            async with self._lock:
+                if self._value is None:
+                    self._value = await self._renew(client)
+        return self._headers_for(self._value)
+
+    async def refresh(self, client: HttpClient, used: Mapping[str, str]) -> bool:
+        async with self._lock:
+            if self._value is None or self._headers_for(self._value).items() <= used.items():
+                log.info("credential_expired_renewing", source=client.source)
+                self._value = await self._renew(client)
+        return True
+
+    async def _renew(self, client: HttpClient) -> str:
+        value = await self._obtain(client)
+        self.logins += 1
+        log.info("logged_in", source=client.source)
+        return value
+
+
+class FormLoginSession(RenewableCredential):
     """Log in with a form, then send the session cookie; log in again when it expires.
 
     Used by Valomnia (Spring Security: POST j_spring_security_check, cookie JSESSIONID). The
@@ -71,30 +107,16 @@ class FormLoginSession(Auth):
         form: Mapping[str, str],
         cookie_name: str = "JSESSIONID",
     ) -> None:
+        super().__init__()
         self._login_url = login_url
         self._login_path = urlsplit(login_url).path
         self._form = dict(form)
         self._cookie_name = cookie_name
-        self._session_id: str | None = None
-        self._lock = asyncio.Lock()
-        self.logins = 0
 
-    async def headers(self, client: HttpClient) -> dict[str, str]:
-        if self._session_id is None:
-            async with self._lock:
-                if self._session_id is None:
-                    self._session_id = await self._login(client)
-        return {"Cookie": f"{self._cookie_name}={self._session_id}"}
+    def _headers_for(self, value: str) -> dict[str, str]:
+        return {"Cookie": f"{self._cookie_name}={value}"}
 
-    async def refresh(self, client: HttpClient, used: Mapping[str, str]) -> bool:
-        async with self._lock:
-            current = f"{self._cookie_name}={self._session_id}"
-            if used.get("Cookie") == current or self._session_id is None:
-                log.info("session_expired_logging_in_again", source=client.source)
-                self._session_id = await self._login(client)
-        return True
-
-    async def _login(self, client: HttpClient) -> str:
+    async def _obtain(self, client: HttpClient) -> str:
         status, headers, body, resp = await client.request_raw(
             "POST", self._login_url, data=self._form
         )
@@ -124,8 +146,6 @@ class FormLoginSession(Auth):
             session_id = str(payload["token"])
         if not session_id:
             raise self._rejected(client, status, "login answered without a session cookie")
-        self.logins += 1
-        log.info("logged_in", source=client.source)
         return session_id
 
     def _rejected(self, client: HttpClient, status: int, detail: str) -> AuthenticationFailed:
@@ -158,6 +178,41 @@ def _json_or_none(body: bytes) -> object:
 def _short(body: bytes) -> str:
     text = body.decode("utf-8", "replace").strip()
     return text[:200] or "(empty body)"
+
+
+class TokenExchange(RenewableCredential):
+    """Sparkfly [ext]: GET /auth with identity and key headers answers 204 with a token in the
+    `X-Auth-Token` response header, valid 24 hours; it is sent back in that header."""
+
+    def __init__(
+        self, auth_url: str, identity: str, key: str, header: str = "X-Auth-Token"
+    ) -> None:
+        super().__init__()
+        self._auth_url = auth_url
+        self._identity = identity
+        self._key = key
+        self._header = header
+
+    def _headers_for(self, value: str) -> dict[str, str]:
+        return {self._header: value}
+
+    async def _obtain(self, client: HttpClient) -> str:
+        status, headers, body, _ = await client.request_raw(
+            "GET",
+            self._auth_url,
+            headers={"X-Auth-Identity": self._identity, "X-Auth-Key": self._key},
+        )
+        token = headers.get(self._header)
+        if status not in (200, 204) or not token:
+            raise AuthenticationFailed(
+                client.source,
+                "GET",
+                urlsplit(self._auth_url).path,
+                status,
+                _short(body) if body else f"no {self._header} header in the answer",
+                "Check the source's identity and key in pipeline.toml",
+            )
+        return token
 
 
 class SignedForm(Auth):

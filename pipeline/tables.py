@@ -133,7 +133,7 @@ def _streams_with_parents(spec: SourceSpec) -> list[Stream]:
         if stream.partitions is not None:
             out.append(stream.partitions.parent)
         out.append(stream)
-    return out
+    return [s for i, s in enumerate(out) if not any(s is seen for seen in out[:i])]
 
 
 STREAM_TABLES: dict[str, sa.Table] = {

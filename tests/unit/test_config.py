@@ -77,13 +77,24 @@ def _fake_env(names: set[str]) -> dict[str, str]:
 # ---- the example file ------------------------------------------------------------------------
 
 
+EXAMPLE_VARIABLES = {
+    "SOHO_TOKEN",
+    "VALOMNIA_USER",
+    "VALOMNIA_PASSWORD",
+    "AFOSTO_TOKEN",
+    "SPARKFLY_TOKEN",
+    "DIGILOCKER_CLIENT_ID",
+    "DIGILOCKER_CLIENT_SECRET",
+}
+
+
 def test_example_loads_when_its_variables_are_set() -> None:
     names = _env_refs(tomllib.loads(EXAMPLE.read_text(encoding="utf-8")))
-    assert names == {"SOHO_TOKEN", "VALOMNIA_USER", "VALOMNIA_PASSWORD", "AFOSTO_TOKEN"}
+    assert names == EXAMPLE_VARIABLES
 
     settings = _load(EXAMPLE, _fake_env(names))
 
-    assert set(settings.sources) == {"soho", "valomnia", "afosto"}
+    assert set(settings.sources) == {"soho", "valomnia", "afosto", "sparkfly", "digilocker"}
     soho = settings.sources["soho"]
     assert soho.settings.token.get_secret_value() == "value-of-soho_token"  # type: ignore[attr-defined]
     assert soho.streams["customers"].page_size == 25
@@ -95,13 +106,9 @@ def test_example_loads_when_its_variables_are_set() -> None:
     assert settings.embedded_dir == Path(DEFAULT_EMBEDDED_DIR)
 
 
-@pytest.mark.parametrize(
-    "missing", ["SOHO_TOKEN", "VALOMNIA_USER", "VALOMNIA_PASSWORD", "AFOSTO_TOKEN"]
-)
+@pytest.mark.parametrize("missing", sorted(EXAMPLE_VARIABLES))
 def test_example_names_the_missing_variable(missing: str) -> None:
-    environ = _fake_env(
-        {"SOHO_TOKEN", "VALOMNIA_USER", "VALOMNIA_PASSWORD", "AFOSTO_TOKEN"} - {missing}
-    )
+    environ = _fake_env(EXAMPLE_VARIABLES - {missing})
 
     message = _error(EXAMPLE, environ)
 
@@ -112,13 +119,14 @@ def test_example_names_the_missing_variable(missing: str) -> None:
 
 
 def test_every_commented_key_in_the_example_is_real(tmp_path: Path) -> None:
-    """Uncomment every optional key (the token login instead of username/password): still valid.
+    """Uncomment every optional key (the token login instead of username/password, the
+    identity + key exchange instead of the Sparkfly token): still valid.
 
     Guards against the example drifting from the models: a renamed or removed key fails here.
     """
     lines = []
     for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
-        if re.match(r"(username|password) = ", line):
+        if re.match(r"(username|password) = |token = \"\$\{SPARKFLY_TOKEN\}\"", line):
             continue
         lines.append(re.sub(r"^# (?=[a-z_]+ = )", "", line))
     variant = _write(tmp_path, "\n".join(lines))
@@ -165,7 +173,7 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str | None, tuple[str, ...]]] 
         '[sources.shopify]\nbase_url = "https://shop.example.com"\n',
         {},
         "sources.shopify",
-        ("unknown source", "known sources: afosto, soho, valomnia"),
+        ("unknown source", "known sources: afosto, digilocker, soho, sparkfly, valomnia"),
     ),
     (
         "unknown stream",
