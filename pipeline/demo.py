@@ -64,6 +64,14 @@ def source_settings(name: str, running: RunningSimulator) -> dict[str, Any]:
         return {"base_url": running.url, "username": sim.username, "password": sim.password}
     if name == "afosto":
         return {"base_url": running.url, "token": sim.token, "max_concurrency": 4}
+    if name == "sparkfly":
+        return {"base_url": running.url, "token": sim.token}
+    if name == "digilocker":
+        return {
+            "base_url": f"{running.url}/public",
+            "client_id": sim.client_id,
+            "client_secret": sim.client_secret,
+        }
     raise KeyError(name)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -136,10 +136,12 @@ class Runner:
         *,
         run_id: uuid.UUID | None = None,
         kind: str = "sync",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.engine = engine
         self.run_id = run_id or uuid.uuid4()
         self.kind = kind
+        self.clock = clock  # the run's start: caps watermarks, dates daily rows
 
     async def run(self, targets: list[StreamTarget]) -> list[StreamOutcome]:
         async with AsyncExitStack() as stack:
@@ -209,7 +211,7 @@ class _StreamRun:
         self.run_id = runner.run_id
         self.outcome = StreamOutcome(self.key, "running")
         self.row_id: int | None = None
-        self.run_start = datetime.now(UTC)
+        self.run_start = runner.clock()
         # What derived columns may use besides the record (e.g. one statistics row per day).
         self.context = {"run_date": self.run_start.date()}
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import Settings, settings_from_mapping
+from pipeline.demo import source_settings
 from pipeline.logs import secrets
 from pipeline.runner import Runner, StreamOutcome, select_streams
 from pipeline.sandbox import RunningSimulator
@@ -20,38 +23,35 @@ def make_settings(
     soho: RunningSimulator | None = None,
     valomnia: RunningSimulator | None = None,
     *,
+    afosto: RunningSimulator | None = None,
+    sparkfly: RunningSimulator | None = None,
+    digilocker: RunningSimulator | None = None,
     soho_extra: dict[str, Any] | None = None,
     valomnia_extra: dict[str, Any] | None = None,
-    afosto: RunningSimulator | None = None,
     afosto_extra: dict[str, Any] | None = None,
+    extra: dict[str, dict[str, Any]] | None = None,
     streams: dict[str, dict[str, Any]] | None = None,
 ) -> Settings:
     """Settings pointing at running simulators, validated like a pipeline.toml."""
-    sources: dict[str, Any] = {}
+    running = {
+        "soho": soho,
+        "valomnia": valomnia,
+        "afosto": afosto,
+        "sparkfly": sparkfly,
+        "digilocker": digilocker,
+    }
+    extras = {
+        "soho": soho_extra,
+        "valomnia": valomnia_extra,
+        "afosto": afosto_extra,
+        **(extra or {}),
+    }
     fast = {"backoff_seconds": 0.01, "timeout_seconds": 5}
-    if soho is not None:
-        sources["soho"] = {
-            "base_url": f"{soho.url}/api/v1",
-            "token": soho.sim.token,  # type: ignore[attr-defined]
-            **fast,
-            **(soho_extra or {}),
-        }
-    if valomnia is not None:
-        sim = valomnia.sim
-        sources["valomnia"] = {
-            "base_url": valomnia.url,
-            "username": sim.username,  # type: ignore[attr-defined]
-            "password": sim.password,  # type: ignore[attr-defined]
-            **fast,
-            **(valomnia_extra or {}),
-        }
-    if afosto is not None:
-        sources["afosto"] = {
-            "base_url": afosto.url,
-            "token": afosto.sim.token,  # type: ignore[attr-defined]
-            **fast,
-            **(afosto_extra or {}),
-        }
+    sources: dict[str, Any] = {
+        name: {**source_settings(name, sim), **fast, **(extras.get(name) or {})}
+        for name, sim in running.items()
+        if sim is not None
+    }
     for key, body in (streams or {}).items():
         source, stream = key.split(".")
         sources[source].setdefault("streams", {})[stream] = body
@@ -61,9 +61,18 @@ def make_settings(
 
 
 async def sync(
-    engine: AsyncEngine, settings: Settings, *names: str, run_id: uuid.UUID | None = None
+    engine: AsyncEngine,
+    settings: Settings,
+    *names: str,
+    run_id: uuid.UUID | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> dict[str, StreamOutcome]:
-    outcomes = await Runner(engine, run_id=run_id).run(select_streams(settings, names))
+    runner = (
+        Runner(engine, run_id=run_id)
+        if clock is None
+        else Runner(engine, run_id=run_id, clock=clock)
+    )
+    outcomes = await runner.run(select_streams(settings, names))
     return {o.key: o for o in outcomes}
 
 

@@ -23,6 +23,7 @@ from .core import (
     start,
 )
 from .soho import SohoSimulator
+from .sparkfly import SparkflySimulator
 from .valomnia import ValomniaSimulator
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ScheduledFault",
     "Simulator",
     "SohoSimulator",
+    "SparkflySimulator",
     "Stall",
     "TruncatedBody",
     "ValomniaSimulator",

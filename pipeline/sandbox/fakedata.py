@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from datetime import date
 
 # fmt: off
 FIRST_NAMES: tuple[str, ...] = (
@@ -249,3 +250,65 @@ def product(rng: random.Random, number: int) -> tuple[str, str, str]:
             hs_code,
         )
     return f"{code}-{number:05d}", f"{adjective} {noun}", hs_code
+
+
+# --------------------------------------------------------------------------- promotions data
+# Used by the Sparkfly simulator: merchant brands, offer titles in the style of the upstream
+# example ("Buy a Burger, Get Free Medium Fries") and redeemable codes.
+
+# fmt: off
+_BRAND_WORDS: tuple[str, ...] = (
+    "Q", "Golden", "Urban", "Blue", "Sunny", "Rocket", "Happy", "Big", "Little", "Corner",
+    "Maple", "Harbor", "Red", "Prime", "Fresh",
+)
+_BRAND_NOUNS: tuple[str, ...] = (
+    "Burger", "Coffee", "Pizza", "Grill", "Bakery", "Taco", "Car Wash", "Market", "Donuts",
+    "Kitchen", "Smoothies", "Deli",
+)
+_OFFER_ITEMS: tuple[str, ...] = (
+    "Burger", "Coffee", "Smoothie", "Pizza", "Sandwich", "Burrito", "Latte", "Donut", "Salad",
+    "Car Wash", "Breakfast Combo", "Milkshake",
+)
+_OFFER_SIDES: tuple[str, ...] = (
+    "Medium Fries", "Cookie", "Drink", "Hash Brown", "Muffin", "Side Salad",
+)
+# No 0/O or 1/I: codes are read aloud and typed in at the point of sale.
+_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+# fmt: on
+_CODE_PAIRS = tuple(a + b for a in _CODE_ALPHABET for b in _CODE_ALPHABET)
+
+
+def brand(rng: random.Random) -> str:
+    """A merchant brand such as `Q Burger` or `Golden Bakery`."""
+    return f"{pick(rng, _BRAND_WORDS)} {pick(rng, _BRAND_NOUNS)}"
+
+
+def offer_title(rng: random.Random) -> str:
+    """`Buy a Burger, Get Free Medium Fries`, `20% off any Latte`, `$5 off $25 or more`."""
+    item = pick(rng, _OFFER_ITEMS)
+    shape = rng.random()
+    if shape < 0.3:
+        return f"Buy a {item}, Get Free {pick(rng, _OFFER_SIDES)}"
+    if shape < 0.55:
+        return f"{between(rng, 2, 10) * 5}% off any {item}"
+    if shape < 0.75:
+        amount = between(rng, 1, 10)
+        return f"${amount} off ${amount * between(rng, 3, 6)} or more"
+    if shape < 0.9:
+        return f"Free {item} with any purchase"
+    return f"Buy One {item}, Get One Free"
+
+
+def redemption_code(rng: random.Random, prefix: str = "SPK", groups: int = 2, size: int = 4) -> str:
+    """A code such as `SPK-7F3K-Q9ZP`: `groups` blocks of `size` unambiguous characters."""
+    parts = [prefix] if prefix else []
+    for _ in range(groups):
+        bits = rng.getrandbits(5 * size)
+        block = ""
+        for _ in range(size // 2):
+            block += _CODE_PAIRS[bits & 1023]
+            bits >>= 10
+        if size % 2:
+            block += _CODE_ALPHABET[bits & 31]
+        parts.append(block)
+    return "-".join(parts)
