@@ -139,13 +139,20 @@ def _sizes(args: argparse.Namespace) -> Any:
         authorities=args.authorities,
         shipments=args.shipments,
         contacts=args.contacts,
+        credentials=args.credentials,
     )
 
 
 async def cmd_sandbox(args: argparse.Namespace) -> int:
     from pipeline.demo import serve_sandbox
 
-    ports = {"soho": args.soho_port, "valomnia": args.valomnia_port, "afosto": args.afosto_port}
+    ports = {
+        "soho": args.soho_port,
+        "valomnia": args.valomnia_port,
+        "afosto": args.afosto_port,
+        "sparkfly": args.sparkfly_port,
+        "digilocker": args.digilocker_port,
+    }
     await serve_sandbox(sizes=_sizes(args), host=args.host, ports=ports, console=console())
     return EXIT_OK
 
@@ -221,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--soho-port", type=int, default=8701)
     sandbox.add_argument("--valomnia-port", type=int, default=8702)
     sandbox.add_argument("--afosto-port", type=int, default=8703)
+    sandbox.add_argument("--sparkfly-port", type=int, default=8704)
+    sandbox.add_argument("--digilocker-port", type=int, default=8705)
     sandbox.set_defaults(handler=cmd_sandbox)
 
     demo = commands.add_parser(
@@ -238,6 +247,7 @@ def _size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--authorities", type=int, default=1200, help="Valomnia authorities")
     parser.add_argument("--shipments", type=int, default=800, help="Afosto shipments")
     parser.add_argument("--contacts", type=int, default=300, help="Afosto contacts")
+    parser.add_argument("--credentials", type=int, default=400, help="Sparkfly credentials")
 
 
 async def _run_cancellable(

@@ -25,9 +25,11 @@ from pipeline.report import exit_code, print_outcomes
 from pipeline.runner import Runner, StreamOutcome, select_streams
 from pipeline.sandbox import (
     AfostoSimulator,
+    DigiLockerSimulator,
     RunningSimulator,
     Simulator,
     SohoSimulator,
+    SparkflySimulator,
     ValomniaSimulator,
     serve,
 )
@@ -42,6 +44,7 @@ class DemoSizes:
     authorities: int = 1200
     shipments: int = 800
     contacts: int = 300
+    credentials: int = 400
 
 
 def build_simulators(sizes: DemoSizes) -> dict[str, Simulator]:
@@ -52,6 +55,8 @@ def build_simulators(sizes: DemoSizes) -> dict[str, Simulator]:
         "afosto": AfostoSimulator(
             contacts=sizes.contacts, shipments=sizes.shipments, groups=5, prices_per_group=60
         ),
+        "sparkfly": SparkflySimulator(credentials=sizes.credentials),
+        "digilocker": DigiLockerSimulator(issuers=20),
     }
 
 
@@ -119,6 +124,7 @@ async def serve_sandbox(
 def _change_sources(sims: Mapping[str, Any], rng: random.Random) -> str:
     """Edits, inserts and deletes such as a day of business would bring."""
     soho, valomnia, afosto = sims["soho"], sims["valomnia"], sims["afosto"]
+    sparkfly, digilocker = sims["sparkfly"], sims["digilocker"]
     customer_ids = [c["id"] for c in soho.truth()]
     edited = rng.sample(customer_ids, 8)
     for cid in edited[:5]:
@@ -143,9 +149,15 @@ def _change_sources(sims: Mapping[str, Any], rng: random.Random) -> str:
     afosto.upsert_price(
         price["price_group_id"], price["sku"], price["amount"] + 250, active_at=price["active_at"]
     )
+    redeemable = [c["id"] for c in sparkfly.truth() if c["status"] == "open" and c["offer_ids"]]
+    for credential_id in rng.sample(redeemable, 3):
+        sparkfly.redeem(credential_id)
+    sparkfly.insert()
+    digilocker.add_issuer()
     return (
         "At the sources: 8 customers edited, 4 added, 2 deleted; 10 authorities renamed, 3 added; "
-        "6 shipments finished, 5 added, 1 deleted; 1 price changed in place."
+        "6 shipments finished, 5 added, 1 deleted; 1 price changed in place; 3 credentials "
+        "redeemed, 1 added; 1 new DigiLocker issuer."
     )
 
 
@@ -176,7 +188,8 @@ async def run_demo(
         third = await Runner(engine).run(targets)
         print_outcomes(third, console, title="3. third sync: nothing changed, nothing written")
     console.print(
-        "\nTables: schemas soho, valomnia and afosto; history: pipeline.sync_runs.\n"
+        "\nTables: schemas soho, valomnia, afosto, sparkfly and digilocker; history: "
+        "pipeline.sync_runs.\n"
         f"Look at them: psql '{database_url}'   or   "
         f"DATABASE_URL='{database_url}' pipeline status",
         highlight=False,

@@ -21,6 +21,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
@@ -132,7 +133,7 @@ def _text_array(value: Any) -> list[str]:
     return [_text(item) for item in value]
 
 
-JSONB = ColumnType(pg.JSONB, lambda v: v, "jsonb")
+JSONB = ColumnType(pg.JSONB, lambda v: orjson.dumps(v).decode(), "jsonb")
 TEXT_ARRAY = ColumnType(lambda: pg.ARRAY(sa.Text), _text_array, "text[]")
 
 

@@ -22,12 +22,14 @@ from .core import (
     serve,
     start,
 )
+from .digilocker import DigiLockerSimulator
 from .soho import SohoSimulator
 from .sparkfly import SparkflySimulator
 from .valomnia import ValomniaSimulator
 
 __all__ = [
     "AfostoSimulator",
+    "DigiLockerSimulator",
     "DropConnection",
     "Fault",
     "FaultPlan",

@@ -312,3 +312,94 @@ def redemption_code(rng: random.Random, prefix: str = "SPK", groups: int = 2, si
             block += _CODE_ALPHABET[bits & 31]
         parts.append(block)
     return "-".join(parts)
+
+
+# --------------------------------------------------------------------------- Indian public data
+# Used by the DigiLocker simulator: states with their two-letter codes and a large city, Indian
+# person names, Aadhaar numbers (valid Verhoeff check digit) and mobile numbers, DDMMYYYY dates.
+
+# fmt: off
+INDIAN_STATES: tuple[tuple[str, str, str], ...] = (
+    ("Andhra Pradesh", "ap", "Visakhapatnam"), ("Assam", "as", "Guwahati"), ("Bihar", "br", "Patna"),
+    ("Chhattisgarh", "cg", "Raipur"), ("Goa", "ga", "Panaji"), ("Gujarat", "gj", "Ahmedabad"),
+    ("Haryana", "hr", "Gurugram"), ("Himachal Pradesh", "hp", "Shimla"), ("Jharkhand", "jh", "Ranchi"),
+    ("Karnataka", "ka", "Bengaluru"), ("Kerala", "kl", "Thiruvananthapuram"),
+    ("Madhya Pradesh", "mp", "Indore"), ("Maharashtra", "mh", "Pune"), ("Manipur", "mn", "Imphal"),
+    ("Meghalaya", "ml", "Shillong"), ("Mizoram", "mz", "Aizawl"), ("Nagaland", "nl", "Kohima"),
+    ("Odisha", "od", "Bhubaneswar"), ("Punjab", "pb", "Ludhiana"), ("Rajasthan", "rj", "Jaipur"),
+    ("Sikkim", "sk", "Gangtok"), ("Tamil Nadu", "tn", "Chennai"), ("Telangana", "ts", "Hyderabad"),
+    ("Tripura", "tr", "Agartala"), ("Uttar Pradesh", "up", "Lucknow"), ("Uttarakhand", "uk", "Dehradun"),
+    ("West Bengal", "wb", "Kolkata"), ("Delhi", "dl", "New Delhi"),
+)
+INDIAN_FIRST_NAMES: tuple[str, ...] = (
+    "Sunil", "Anita", "Rahul", "Priya", "Amit", "Kavita", "Vikram", "Sunita", "Arjun", "Deepa",
+    "Rajesh", "Lakshmi", "Suresh", "Meena", "Arun", "Pooja", "Manoj", "Divya", "Ravi", "Neha",
+    "Sanjay", "Asha", "Kiran", "Rekha", "Venkat", "Fatima", "Imran", "Harpreet", "Gurpreet", "Joseph",
+)
+INDIAN_LAST_NAMES: tuple[str, ...] = (
+    "Kumar", "Sharma", "Verma", "Singh", "Patel", "Reddy", "Nair", "Iyer", "Gupta", "Das",
+    "Mukherjee", "Banerjee", "Joshi", "Kulkarni", "Deshpande", "Rao", "Naidu", "Pillai", "Menon",
+    "Khan", "Ahmed", "Gill", "Sandhu", "Chauhan", "Yadav", "Mishra", "Pandey", "Bose", "Sen", "Thomas",
+)
+# fmt: on
+
+_VERHOEFF_D = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
+    (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
+    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),
+    (4, 0, 1, 2, 3, 9, 5, 6, 7, 8),
+    (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
+    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2),
+    (7, 6, 5, 9, 8, 2, 1, 0, 4, 3),
+    (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
+    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+)
+_VERHOEFF_P = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 5, 7, 6, 2, 8, 3, 0, 9, 4),
+    (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
+    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7),
+    (9, 4, 5, 3, 1, 2, 6, 8, 7, 0),
+    (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
+    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5),
+    (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
+)
+_VERHOEFF_INV = (0, 4, 3, 2, 1, 5, 6, 7, 8, 9)
+
+
+def verhoeff_digit(digits: str) -> int:
+    """The Verhoeff check digit to append to `digits` (Aadhaar's last digit)."""
+    check = 0
+    for i, char in enumerate(reversed(digits)):
+        check = _VERHOEFF_D[check][_VERHOEFF_P[(i + 1) % 8][int(char)]]
+    return _VERHOEFF_INV[check]
+
+
+def verhoeff_valid(number: str) -> bool:
+    check = 0
+    for i, char in enumerate(reversed(number)):
+        check = _VERHOEFF_D[check][_VERHOEFF_P[i % 8][int(char)]]
+    return check == 0
+
+
+def indian_name(rng: random.Random) -> str:
+    """`Sunil Kumar`."""
+    return f"{pick(rng, INDIAN_FIRST_NAMES)} {pick(rng, INDIAN_LAST_NAMES)}"
+
+
+def aadhaar_number(rng: random.Random) -> str:
+    """12 digits, never starting with 0 or 1, the last a Verhoeff check digit; text, since
+    it is an identifier that a client must not do arithmetic on."""
+    body = f"{between(rng, 2, 9)}{between(rng, 0, 9_999_999_999):010d}"
+    return body + str(verhoeff_digit(body))
+
+
+def indian_mobile(rng: random.Random) -> str:
+    """10 digits starting with 6-9, without the +91 prefix: `9876543210`."""
+    return f"{between(rng, 6, 9)}{between(rng, 0, 999_999_999):09d}"
+
+
+def ddmmyyyy(day: date) -> str:
+    """`31072019`: DigiLocker's date format (keeps its leading zero only as text)."""
+    return f"{day.day:02d}{day.month:02d}{day.year:04d}"

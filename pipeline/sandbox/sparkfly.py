@@ -264,19 +264,30 @@ class SparkflySimulator(Simulator):
         """
         rand = rng.random
         offer_ids: list[int] = []
-        store_id: int | None = None
+        store: Store | None = None
+        merchant: Merchant | None = None
+        offer_name = identifier = url = None
+        code_lifetime: int | None = None
+        supports_barcode = False
         if rand() >= 0.1:
-            merchant_id = self._merchant_ids[int(rand() * len(self._merchant_ids))]
-            offers = self._offers_of[merchant_id]
+            merchant = self.merchants[self._merchant_ids[int(rand() * len(self._merchant_ids))]]
+            offers = self._offers_of[merchant.id]
             first = offers[int(rand() * len(offers))]
             offer_ids.append(first.id)
+            offer_name = first.name
             if len(offers) > 1 and rand() < 0.1:
                 second = offers[int(rand() * len(offers))]
                 if second.id != first.id:
                     offer_ids.append(second.id)
             if rand() >= 0.1:  # [ext] "store id is optional"
-                stores = self._stores_of[merchant_id]
-                store_id = stores[int(rand() * len(stores))].id
+                stores = self._stores_of[merchant.id]
+                store = stores[int(rand() * len(stores))]
+            identifier = self._new_identifier(rng)
+            # [inferred] a landing-page URL per code, on a reserved (.test) host.
+            url = f"{self.url_base}/{identifier}"
+            # [inferred] lifetimes in seconds; most codes render as barcodes too.
+            code_lifetime = _LIFETIMES[int(rand() * len(_LIFETIMES))]
+            supports_barcode = rand() < 0.6
         roll = rand()
         if roll < 0.75:
             annotations: dict[str, Any] = {}
@@ -291,28 +302,23 @@ class SparkflySimulator(Simulator):
             "account_id": self.account_id,
             "created_at": stamp,
             "updated_at": stamp,
-            "identifier": None,
+            "identifier": identifier,
             "member_id": self.member_ids[int(rand() * len(self.member_ids))],
-            "store_id": store_id,
+            "store_id": store.id if store else None,
             "channel_id": self.channel_ids[int(rand() * len(self.channel_ids))],
             "offer_ids": offer_ids,
             "annotations": annotations,
-            "code_lifetime": None,
-            "supports_barcode": False,
-            "merchant_id": None,
-            "offer_name": None,
-            "merchant_name": None,
-            "location_address": None,
-            "url": None,
+            "code_lifetime": code_lifetime,
+            "supports_barcode": supports_barcode,
+            "merchant_id": merchant.id if merchant else None,
+            "offer_name": offer_name,
+            "merchant_name": merchant.name if merchant else None,
+            "location_address": store.address if store else None,
+            "url": url,
             "status": "open",
             "redeemed_at": None,
             "voided_at": None,
         }
-        if offer_ids:
-            # [inferred] lifetimes in seconds; most codes render as barcodes too.
-            record["code_lifetime"] = (300, 900, 1800, 3600, 86_400)[int(rand() * 5)]
-            record["supports_barcode"] = rand() < 0.6
-        self._derive(record, rng)
         if history_end is not None and history_end > created:
             self._seed_history(rng, record, created, history_end)
         return record
@@ -321,7 +327,8 @@ class SparkflySimulator(Simulator):
         self, rng: random.Random, record: dict[str, Any], created: int, end: int
     ) -> None:
         """[inferred] of the credentials with offers, ~20% were redeemed and ~8% voided;
-        ~15% of all were edited (annotations) at some later time."""
+        ~15% of all were touched later (`updated_at` moves, no served field changes, as
+        when a column the API does not expose is edited)."""
         rand = rng.random
         updated = created
         if record["offer_ids"]:
@@ -354,7 +361,6 @@ class SparkflySimulator(Simulator):
         if record["offer_ids"] and record["identifier"] is None:
             record["identifier"] = self._new_identifier(rng)
         identifier = record["identifier"]
-        # [inferred] a landing-page URL per code, on a reserved (.test) host.
         record["url"] = f"{self.url_base}/{identifier}" if identifier else None
 
     def _new_identifier(self, rng: random.Random) -> str:
@@ -378,7 +384,7 @@ class SparkflySimulator(Simulator):
 
     @property
     def token(self) -> str | None:
-        """The static token configured as `auth_token` (valid until `expire_tokens(static=True)`)."""
+        """The configured `auth_token`: valid until `expire_tokens(static=True)`."""
         return self._static_token
 
     def truth(
@@ -419,6 +425,10 @@ class SparkflySimulator(Simulator):
                 record["code_lifetime"] = record["code_lifetime"] or 3600  # [inferred]
             else:
                 record["code_lifetime"], record["supports_barcode"] = None, False
+        for field in ("account_id", "created_at"):  # fixed after creation, free here
+            if field in overrides:
+                record[field] = overrides.pop(field)
+        overrides.setdefault("updated_at", record["created_at"])
         self._apply(record, overrides, rng)
         self._store(record)
         return _copy(record)
@@ -431,13 +441,10 @@ class SparkflySimulator(Simulator):
             changes["offer_ids"] = [int(o) for o in changes["offer_ids"] or []]
         if "annotations" in changes and changes["annotations"] is None:
             changes["annotations"] = {}
-        record.update({k: v for k, v in changes.items() if k not in ("updated_at",)})
+        record.update(changes)
         if "offer_ids" in changes or "store_id" in changes:
-            derived = {k: changes[k] for k in _DERIVED if k in changes}
             self._derive(record, rng)
-            record.update(derived)
-        if "updated_at" in changes:
-            record["updated_at"] = changes["updated_at"]
+            record.update({k: changes[k] for k in _DERIVED if k in changes})  # explicit wins
         if record.get("identifier"):
             self._identifiers.add(record["identifier"])
 
@@ -592,9 +599,9 @@ class SparkflySimulator(Simulator):
             "default_per_page": self.default_per_page,
             "max_per_page": self.max_per_page,
             "credentials": len(self._ids),
-            "member_ids": [self.member_ids[0], self.member_ids[-1]],
+            "member_id_range": [self.member_ids[0], self.member_ids[-1]],
             "offer_ids": list(self.offers),
-            "store_ids": [min(self.stores), max(self.stores)],
+            "store_id_range": [min(self.stores), max(self.stores)],
             "channel_ids": list(self.channel_ids),
         }
 
@@ -935,6 +942,7 @@ class SparkflySimulator(Simulator):
         return self._wrapped(self.delete(self._credential_id(request)))
 
 
+_LIFETIMES = (300, 900, 1800, 3600, 86_400)
 _DERIVED = ("identifier", "merchant_id", "offer_name", "merchant_name", "location_address", "url")
 
 

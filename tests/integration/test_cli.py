@@ -105,13 +105,24 @@ async def test_demo_runs_end_to_end(
     from pipeline import db
 
     try:
-        argv = ("--customers", "60", "--authorities", "90", "--shipments", "80", "--contacts", "30")
+        argv = (
+            "--customers",
+            "60",
+            "--authorities",
+            "90",
+            "--shipments",
+            "80",
+            "--contacts",
+            "30",
+            "--credentials",
+            "40",
+        )
         assert await run_cli("demo", *argv) == 0
     finally:
         await db.drop_database(pg_server_url, f"pipeline_demo_test_{os.getpid()}")
     out = capsys.readouterr().out
     assert "1. first sync" in out and "2. second sync" in out and "3. third sync" in out
-    assert out.count("succeeded") == 3 * 6  # three rounds of six streams
+    assert out.count("succeeded") == 3 * 10  # three rounds of ten streams
 
 
 async def test_sandbox_serves_until_stopped() -> None:
@@ -125,6 +136,10 @@ async def test_sandbox_serves_until_stopped() -> None:
         "--valomnia-port",
         "0",
         "--afosto-port",
+        "0",
+        "--sparkfly-port",
+        "0",
+        "--digilocker-port",
         "0",
         "--customers",
         "30",

@@ -246,3 +246,83 @@ page_size = 20
         )
         is None
     )
+
+
+async def test_sparkfly_and_digilocker_killed_mid_run_then_rerun_equal_the_source(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    from pipeline.sandbox import DigiLockerSimulator, SparkflySimulator
+
+    sparkfly_sim = SparkflySimulator(credentials=600, seed=71, latency=0.05)
+    digilocker_sim = DigiLockerSimulator(issuers=16, seed=72, latency=0.05)
+    async with serve(sparkfly_sim) as sparkfly, serve(digilocker_sim) as digilocker:
+        config = tmp_path / "pipeline.toml"
+        config.write_text(
+            f"""
+[sources.sparkfly]
+base_url = "{sparkfly.url}"
+token = "${{TEST_SPARKFLY_TOKEN}}"
+max_concurrency = 1
+
+[sources.sparkfly.streams.credentials]
+page_size = 25
+
+[sources.digilocker]
+base_url = "{digilocker.url}/public"
+client_id = "{digilocker_sim.client_id}"
+client_secret = "${{TEST_DIGILOCKER_SECRET}}"
+max_concurrency = 1
+""",
+            encoding="utf-8",
+        )
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "TEST_SPARKFLY_TOKEN": sparkfly_sim.token,
+            "TEST_DIGILOCKER_SECRET": digilocker_sim.client_secret,
+        }
+
+        async def run_sync() -> asyncio.subprocess.Process:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "pipeline",
+                "--config",
+                str(config),
+                "sync",
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+
+        process = await run_sync()
+        for _ in range(1000):
+            checkpoint = await scalar(
+                engine,
+                "SELECT checkpoint FROM pipeline.stream_state WHERE stream = 'digilocker.doctypes'",
+            )
+            credentials_pages = (await _pages_committed(engine)).get("sparkfly.credentials", 0)
+            if len((checkpoint or {}).get("done_partitions", [])) >= 3 and credentials_pages >= 3:
+                break
+            await asyncio.sleep(0.01)
+        process.kill()
+        await process.wait()
+        assert 0 < len(await live_rows(engine, "sparkfly.credentials")) < 600
+
+        rerun = await run_sync()
+        _, stderr = await rerun.communicate()
+        assert rerun.returncode == 0, stderr.decode()[-2000:]
+
+    assert await live_rows(engine, "sparkfly.credentials") == {
+        c["id"]: c for c in sparkfly_sim.truth()
+    }
+    doctypes = await rows(
+        engine, "SELECT key, data FROM digilocker.doctypes WHERE _deleted_at IS NULL"
+    )
+    expected = {
+        f"{issuer['orgid']}/{doc['doctype']}": doc
+        for issuer in digilocker_sim.truth("issuers")
+        for doc in digilocker_sim.truth("doctypes", orgid=issuer["orgid"])
+    }
+    assert {r.key: r.data for r in doctypes} == expected
+    assert await scalar(engine, "SELECT count(*) FROM digilocker.statistics") == 1
