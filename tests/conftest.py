@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -87,3 +87,12 @@ async def valomnia() -> AsyncIterator[RunningSimulator]:
 def _clear_secrets() -> Iterator[None]:
     yield
     secrets.clear()
+
+
+@pytest.fixture
+def log_text(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """Everything logged so far, at debug level, as JSON lines (logs go to whatever sys.stderr
+    is when they are written, so pytest's capture sees them)."""
+    configure_logging("json", "debug")
+    yield lambda: capsys.readouterr().err
+    configure_logging("json", "warning")

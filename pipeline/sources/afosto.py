@@ -8,6 +8,8 @@ time, so every stream is a full scan, written only where content changed. Prices
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import SecretStr
 
 from pipeline.auth import Auth, bearer
@@ -56,94 +58,93 @@ def _times(*names: str) -> tuple[Column, ...]:
 
 UPDATED = Cursor(("updated_at",))
 
-contacts = Stream(
-    name="contacts",
-    path="/rel/contacts",
+
+def _afosto_stream(name: str, path: str, *columns: Column, **facts: Any) -> Stream:
+    """What every Afosto list shares: a string `id` key, header pages (counted unless said
+    otherwise), 100 records a page, a full scan, `updated_at` as the change time."""
+    defaults: dict[str, Any] = {
+        "paginator": _counted,
+        "default_page_size": 100,
+        "incremental": Incremental.FULL_SCAN,
+        "cursor": UPDATED,
+    }
+    return Stream(
+        name=name,
+        path=path,
+        columns=(Column("id", TEXT, primary_key=True), *columns),
+        **{**defaults, **facts},
+    )
+
+
+contacts = _afosto_stream(
+    "contacts",
+    "/rel/contacts",
+    Column("version", TEXT),
+    Column("email", TEXT, index=True),
+    Column("given_name", TEXT),
+    Column("additional_name", TEXT),
+    Column("family_name", TEXT),
+    Column("is_guest", BOOLEAN),
+    Column("audience", TEXT),
+    Column("tags", TEXT_ARRAY),
+    Column("organisation_id", TEXT, path="organisations.primary.id"),
+    Column("organisation_name", TEXT, path="organisations.primary.name"),
+    Column("billing_country_code", TEXT, path="billing.primary.country_code"),
+    Column("billing_locality", TEXT, path="billing.primary.locality"),
+    Column("billing_postal_code", TEXT, path="billing.primary.postal_code"),
+    *_times("created_at", "updated_at", "deleted_at"),
     detail_path="/rel/contacts/{id}",
     paginator=_uncounted,  # the contacts list declares no x-count: read until an empty page
-    default_page_size=100,
-    incremental=Incremental.FULL_SCAN,
-    cursor=UPDATED,  # declared by the schema, absent from the examples; content decides anyway
-    columns=(
-        Column("id", TEXT, primary_key=True),
-        Column("version", TEXT),
-        Column("email", TEXT, index=True),
-        Column("given_name", TEXT),
-        Column("additional_name", TEXT),
-        Column("family_name", TEXT),
-        Column("is_guest", BOOLEAN),
-        Column("audience", TEXT),
-        Column("tags", TEXT_ARRAY),
-        Column("organisation_id", TEXT, path="organisations.primary.id"),
-        Column("organisation_name", TEXT, path="organisations.primary.name"),
-        Column("billing_country_code", TEXT, path="billing.primary.country_code"),
-        Column("billing_locality", TEXT, path="billing.primary.locality"),
-        Column("billing_postal_code", TEXT, path="billing.primary.postal_code"),
-        *_times("created_at", "updated_at", "deleted_at"),
-    ),
+    # updated_at is declared by the schema but absent from the examples: content decides anyway
     description="Afosto contacts (relations), with the primary organisation and billing place.",
 )
 
-shipments = Stream(
-    name="shipments",
-    path="/lcs/shipments",
+shipments = _afosto_stream(
+    "shipments",
+    "/lcs/shipments",
+    Column("number", TEXT, index=True),
+    Column("type", TEXT),
+    Column("method_id", TEXT),
+    Column("contact_id", TEXT, index=True),
+    Column("channel_id", TEXT),
+    Column("order_id", TEXT),
+    Column("stack_id", TEXT),
+    Column("list_id", TEXT),
+    *_flags(
+        "is_editable",
+        "is_outbound",
+        "is_listed",
+        "is_finished",
+        "is_in_transit",
+        "is_complete",
+        "is_overcomplete",
+        "is_canceled",
+    ),
+    *_times("ship_at", "estimated_ship_at", "expected_at", "created_at", "updated_at"),
     detail_path="/lcs/shipments/{id}",
     detail_matches_list=False,  # the detail adds items and parcels: a liveness proof only
-    paginator=_counted,
-    default_page_size=100,
-    incremental=Incremental.FULL_SCAN,
-    cursor=UPDATED,
-    columns=(
-        Column("id", TEXT, primary_key=True),
-        Column("number", TEXT, index=True),
-        Column("type", TEXT),
-        Column("method_id", TEXT),
-        Column("contact_id", TEXT, index=True),
-        Column("channel_id", TEXT),
-        Column("order_id", TEXT),
-        Column("stack_id", TEXT),
-        Column("list_id", TEXT),
-        *_flags(
-            "is_editable",
-            "is_outbound",
-            "is_listed",
-            "is_finished",
-            "is_in_transit",
-            "is_complete",
-            "is_overcomplete",
-            "is_canceled",
-        ),
-        *_times("ship_at", "estimated_ship_at", "expected_at", "created_at", "updated_at"),
-    ),
     description="Afosto shipments (list shape; the detail's items and parcels are not fetched).",
 )
 
-parcels = Stream(
-    name="parcels",
-    path="/lcs/parcels",
+parcels = _afosto_stream(
+    "parcels",
+    "/lcs/parcels",
+    Column("number", TEXT, index=True),
+    Column("shipment_id", TEXT, index=True),
+    Column("weight", BIGINT),
+    Column("length", BIGINT),
+    Column("width", BIGINT),
+    Column("height", BIGINT),
+    Column("count", BIGINT),
+    Column("tracking_code", TEXT),
+    Column("tracking_url", TEXT),
+    Column("position", TEXT),
+    Column("file_id", TEXT),
+    Column("label_reference", TEXT, path="label.reference"),
+    Column("label_requested_at", TIMESTAMPTZ, path="label.requested_at"),
+    *_flags("is_in_transit", "is_delivered", "is_outbound", "is_finished"),
+    *_times("ship_at", "in_transit_at", "finished_at", "created_at", "updated_at"),
     detail_path="/lcs/parcels/{id}",
-    paginator=_counted,
-    default_page_size=100,
-    incremental=Incremental.FULL_SCAN,
-    cursor=UPDATED,
-    columns=(
-        Column("id", TEXT, primary_key=True),
-        Column("number", TEXT, index=True),
-        Column("shipment_id", TEXT, index=True),
-        Column("weight", BIGINT),
-        Column("length", BIGINT),
-        Column("width", BIGINT),
-        Column("height", BIGINT),
-        Column("count", BIGINT),
-        Column("tracking_code", TEXT),
-        Column("tracking_url", TEXT),
-        Column("position", TEXT),
-        Column("file_id", TEXT),
-        Column("label_reference", TEXT, path="label.reference"),
-        Column("label_requested_at", TIMESTAMPTZ, path="label.requested_at"),
-        *_flags("is_in_transit", "is_delivered", "is_outbound", "is_finished"),
-        *_times("ship_at", "in_transit_at", "finished_at", "created_at", "updated_at"),
-    ),
     children=(
         ChildTable(
             "parcel_items",
@@ -161,40 +162,27 @@ parcels = Stream(
     description="Afosto parcels, with their items in afosto.parcel_items.",
 )
 
-price_groups = Stream(
-    name="price_groups",
-    path="/cat/groups",
+price_groups = _afosto_stream(
+    "price_groups",
+    "/cat/groups",
+    Column("name", TEXT),
+    Column("currency", TEXT),
+    Column("is_including_vat", BOOLEAN),
+    *_times("created_at", "updated_at", "deleted_at"),
     detail_path="/cat/groups/{id}",
-    paginator=_counted,
-    default_page_size=100,
-    incremental=Incremental.FULL_SCAN,
-    cursor=UPDATED,
-    columns=(
-        Column("id", TEXT, primary_key=True),
-        Column("name", TEXT),
-        Column("currency", TEXT),
-        Column("is_including_vat", BOOLEAN),
-        *_times("created_at", "updated_at", "deleted_at"),
-    ),
     description="Afosto price groups; a group disabled at the source keeps its row with deleted_at.",
 )
 
-prices = Stream(
-    name="prices",
-    path="/cat/groups/{parent}/prices",
-    paginator=_counted,
-    default_page_size=100,
-    incremental=Incremental.FULL_SCAN,
+prices = _afosto_stream(
+    "prices",
+    "/cat/groups/{parent}/prices",
+    Column("price_group_id", TEXT, index=True),
+    Column("sku", TEXT, index=True),
+    Column("amount", BIGINT),
+    Column("original_amount", BIGINT),
+    *_times("active_at", "created_at"),
     cursor=None,  # prices have no updated_at and are edited in place: content decides
     partitions=Partitions(parent=price_groups, column="price_group_id"),
-    columns=(
-        Column("id", TEXT, primary_key=True),
-        Column("price_group_id", TEXT, index=True),
-        Column("sku", TEXT, index=True),
-        Column("amount", BIGINT),
-        Column("original_amount", BIGINT),
-        *_times("active_at", "created_at"),
-    ),
     children=(
         ChildTable(
             "price_vat",

@@ -37,15 +37,10 @@ page_size = 20
     return path
 
 
-async def _start_sync(
-    config: Path, database_url: str, soho: RunningSimulator, valomnia: RunningSimulator
+async def spawn_sync(
+    config: Path, env: dict[str, str], *streams: str
 ) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "TEST_SOHO_TOKEN": soho.sim.token,  # type: ignore[attr-defined]
-        "TEST_VALOMNIA_PASSWORD": valomnia.sim.password,  # type: ignore[attr-defined]
-    }
+    """`pipeline sync` in a real child process, so it can be SIGKILLed mid-run."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -55,10 +50,22 @@ async def _start_sync(
         "--config",
         str(config),
         "sync",
-        env=env,
+        *streams,
+        env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def _start_sync(
+    config: Path, database_url: str, soho: RunningSimulator, valomnia: RunningSimulator
+) -> asyncio.subprocess.Process:
+    env = {
+        "DATABASE_URL": database_url,
+        "TEST_SOHO_TOKEN": soho.sim.token,  # type: ignore[attr-defined]
+        "TEST_VALOMNIA_PASSWORD": valomnia.sim.password,  # type: ignore[attr-defined]
+    }
+    return await spawn_sync(config, env)
 
 
 async def _pages_committed(engine: AsyncEngine) -> dict[str, int]:
@@ -196,21 +203,10 @@ page_size = 20
 """,
             encoding="utf-8",
         )
-        env = {**os.environ, "DATABASE_URL": database_url, "TEST_AFOSTO_TOKEN": sim.token}
+        env = {"DATABASE_URL": database_url, "TEST_AFOSTO_TOKEN": sim.token}
 
         async def run_sync() -> asyncio.subprocess.Process:
-            return await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "pipeline",
-                "--config",
-                str(config),
-                "sync",
-                "prices",
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
+            return await spawn_sync(config, env, "prices")
 
         process = await run_sync()
         done: list[str] = []
@@ -276,24 +272,13 @@ max_concurrency = 1
             encoding="utf-8",
         )
         env = {
-            **os.environ,
             "DATABASE_URL": database_url,
             "TEST_SPARKFLY_TOKEN": sparkfly_sim.token,
             "TEST_DIGILOCKER_SECRET": digilocker_sim.client_secret,
         }
 
         async def run_sync() -> asyncio.subprocess.Process:
-            return await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "pipeline",
-                "--config",
-                str(config),
-                "sync",
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
+            return await spawn_sync(config, env)
 
         process = await run_sync()
         for _ in range(1000):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -136,23 +136,15 @@ async def test_bad_hmac_and_stale_ts_fail_only_that_stream_clearly(
 
 
 async def test_the_client_secret_never_appears_anywhere(
-    engine: AsyncEngine, digilocker: RunningSimulator, capsys: pytest.CaptureFixture[str]
+    engine: AsyncEngine, digilocker: RunningSimulator, log_text: Callable[[], str]
 ) -> None:
-    from pipeline.logs import configure_logging
-
     sim: Any = digilocker.sim
-    configure_logging("json", "debug")
-    try:
-        await sync(engine, make_settings(digilocker=digilocker))
-        await sync(
-            engine,
-            make_settings(
-                digilocker=digilocker, extra={"digilocker": {"ts_offset_seconds": -7200}}
-            ),
-        )
-    finally:
-        configure_logging("json", "warning")
-    text = capsys.readouterr().err
+    await sync(engine, make_settings(digilocker=digilocker))
+    await sync(
+        engine,
+        make_settings(digilocker=digilocker, extra={"digilocker": {"ts_offset_seconds": -7200}}),
+    )
+    text = log_text()
     assert "stream_finished" in text
     assert sim.client_secret not in text
     history = await rows(engine, "SELECT coalesce(error, '') AS e FROM pipeline.sync_runs")

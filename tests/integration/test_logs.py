@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,14 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline.logs import configure_logging, get_logger, secrets
 from pipeline.sandbox import HttpError, LoggedRequest, RunningSimulator
 from tests.helpers import make_settings, rows, sync
-
-
-@pytest.fixture
-def log_text(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
-    """Everything logged so far (logs go to whatever sys.stderr is when they are written)."""
-    configure_logging("json", "info")
-    yield lambda: capsys.readouterr().err
-    configure_logging("json", "warning")
 
 
 async def test_every_line_of_a_run_carries_run_id_and_stream_and_no_secret(

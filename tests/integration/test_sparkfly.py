@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -118,17 +118,11 @@ async def test_identity_and_key_are_exchanged_for_a_token_and_renewed(
 
 
 async def test_credential_identifiers_and_the_token_never_reach_the_logs(
-    engine: AsyncEngine, sparkfly: RunningSimulator, capsys: pytest.CaptureFixture[str]
+    engine: AsyncEngine, sparkfly: RunningSimulator, log_text: Callable[[], str]
 ) -> None:
-    from pipeline.logs import configure_logging
-
     sim: Any = sparkfly.sim
-    configure_logging("json", "debug")
-    try:
-        await sync(engine, make_settings(sparkfly=sparkfly))
-    finally:
-        configure_logging("json", "warning")
-    text = capsys.readouterr().err
+    await sync(engine, make_settings(sparkfly=sparkfly))
+    text = log_text()
     assert "page_loaded" in text
     assert sim.token not in text
     for record in sim.truth():
