@@ -96,39 +96,158 @@ async def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_sync(args: argparse.Namespace) -> int:
-    from pipeline.report import exit_code, print_outcomes
+EXIT_INTERRUPTED = 130
+
+
+async def _run_streams(
+    args: argparse.Namespace, names: Sequence[str], mode: Any, progress: Any = None
+) -> tuple[list[Any], bool]:
+    """Validate, connect, check the schema, run; a first SIGTERM/Ctrl-C stops at a page
+    boundary. Returns the outcomes and whether a stop was asked for."""
     from pipeline.runner import Runner, select_streams
+    from pipeline.shutdown import GracefulStop
 
     settings = _settings(args, require_file=True)
-    targets = select_streams(settings, args.streams)
+    targets = select_streams(settings, names)
     if not targets:
         raise ConfigError(
             f"{settings.path}: no enabled stream; add a [sources.<name>] table or enable a stream"
         )
+    stop = GracefulStop()
+    stop.install()
     engine = await _engine_for(settings)
     try:
         await _require_current_schema(engine)
-        outcomes = await Runner(engine).run(targets)
+        outcomes = await Runner(engine, mode=mode, stop=stop.event, progress=progress).run(targets)
     finally:
         await engine.dispose()
+    return outcomes, stop.event.is_set()
+
+
+async def cmd_sync(args: argparse.Namespace) -> int:
+    from pipeline.report import exit_code, print_outcomes
+    from pipeline.runner import Mode
+
+    outcomes, stopped = await _run_streams(args, args.streams, Mode("sync"))
     print_outcomes(outcomes, console())
-    return exit_code(outcomes)
+    return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
+
+
+async def cmd_reconcile(args: argparse.Namespace) -> int:
+    from pipeline.report import exit_code, print_outcomes
+    from pipeline.runner import Mode
+
+    outcomes, stopped = await _run_streams(args, args.streams, Mode("reconcile"))
+    print_outcomes(outcomes, console(), title="reconcile")
+    return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
+
+
+async def cmd_backfill(args: argparse.Namespace) -> int:
+    from pipeline.report import ProgressDisplay, exit_code, print_outcomes
+    from pipeline.runner import Mode
+
+    since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
+    if until is not None and until < since:
+        raise ConfigError("--until is before --since; give a window that moves forward in time")
+    mode = Mode("backfill", since=since, until=until, dry_run=args.dry_run)
+    label = f"backfill {args.stream}" + (" (dry run)" if args.dry_run else "")
+    with ProgressDisplay(console(), label) as progress:
+        outcomes, stopped = await _run_streams(args, [args.stream], mode, progress)
+    if args.dry_run:
+        for o in outcomes:
+            console().print(
+                f"{o.key}: would read {o.pages} pages and upsert {o.totals.read} records "
+                f"changed from {since.isoformat()} to {until.isoformat() if until else 'now'}"
+                + (f" ({o.status}: {o.error})" if o.error else ""),
+                highlight=False,
+            )
+    else:
+        print_outcomes(outcomes, console(), title=label)
+    return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
+
+
+def _moment(text: str | None, option: str) -> Any:
+    """ISO-8601 date or date-time; without a zone it is UTC."""
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"{option} {text!r}: not a date or date-time; write e.g. 2024-01-31 or 2024-01-31T12:00:00Z"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def cmd_reset(args: argparse.Namespace) -> int:
+    from pipeline.runner import select_streams
+    from pipeline.state import forget
+
+    settings = _settings(args, require_file=True)
+    [target] = select_streams(settings, [args.stream])
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"reset {target.key}: not a terminal; pass --yes to confirm")
+        question = f"Forget the watermark of {target.key}? Its next sync reads everything. [y/N] "
+        answer = await asyncio.to_thread(input, question)
+        if answer.strip().lower() not in ("y", "yes"):
+            console().print("Nothing changed.")
+            return EXIT_OK
+    engine = await _engine_for(settings)
+    try:
+        await _require_current_schema(engine)
+        async with engine.connect() as sa_conn:
+            raw = await sa_conn.get_raw_connection()
+            conn: Any = raw.driver_connection
+            forgot = await forget(conn, target.key)
+            await forget(conn, f"{target.key}#backfill")
+            await sa_conn.commit()
+    finally:
+        await engine.dispose()
+    console().print(
+        f"{target.key}: watermark forgotten"
+        if forgot
+        else f"{target.key}: had no state; nothing to forget"
+    )
+    return EXIT_OK
+
+
+async def cmd_schedule(args: argparse.Namespace) -> int:
+    from pipeline.scheduler import StreamScheduler
+    from pipeline.shutdown import GracefulStop
+
+    settings = _settings(args, require_file=True)
+    stop = GracefulStop(grace_seconds=args.grace)
+    stop.install()
+    engine = await _engine_for(settings)
+    try:
+        await _require_current_schema(engine)
+        await StreamScheduler(settings, engine, stop.event).serve(grace_seconds=args.grace)
+    finally:
+        await engine.dispose()
+    return EXIT_OK
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
     from pipeline.report import print_statuses
-    from pipeline.status import stream_statuses
+    from pipeline.status import needs_attention, stream_statuses
 
     settings = _settings(args, require_file=False)
     engine = await _engine_for(settings)
     try:
         await _require_current_schema(engine)
-        statuses = await stream_statuses(engine)
+        statuses = await stream_statuses(engine, settings)
     finally:
         await engine.dispose()
-    print_statuses(statuses, console())
-    return EXIT_OK
+    if args.json:
+        print(json.dumps([s.to_json() for s in statuses], indent=2))
+    else:
+        print_statuses(statuses, console())
+    return EXIT_FAILED if needs_attention(statuses) else EXIT_OK
 
 
 def _sizes(args: argparse.Namespace) -> Any:
@@ -218,9 +337,40 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("streams", nargs="*", metavar="STREAM", help="source.stream or stream")
     sync.set_defaults(handler=cmd_sync)
 
-    commands.add_parser(
-        "status", help="per stream: watermark, last run, rows, last error"
-    ).set_defaults(handler=cmd_status)
+    status = commands.add_parser(
+        "status",
+        help="per stream: watermark, last run, rows, freshness; exit 1 when stale or failed",
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable, for monitoring")
+    status.set_defaults(handler=cmd_status)
+
+    schedule = commands.add_parser(
+        "schedule", help="run every enabled stream on its cron until SIGTERM/Ctrl-C"
+    )
+    schedule.add_argument(
+        "--grace", type=float, default=30.0, help="seconds running streams get to stop (default 30)"
+    )
+    schedule.set_defaults(handler=cmd_schedule)
+
+    backfill = commands.add_parser(
+        "backfill", help="re-read a window of a stream; the watermark never moves back"
+    )
+    backfill.add_argument("stream", metavar="STREAM")
+    backfill.add_argument("--since", required=True, help="ISO date or date-time (UTC if no zone)")
+    backfill.add_argument("--until", help="ISO date or date-time (default: now)")
+    backfill.add_argument("--dry-run", action="store_true", help="count what it would read")
+    backfill.set_defaults(handler=cmd_backfill)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="compare every source id with the table: deletions, missing, stale rows"
+    )
+    reconcile.add_argument("streams", nargs="+", metavar="STREAM")
+    reconcile.set_defaults(handler=cmd_reconcile)
+
+    reset = commands.add_parser("reset", help="forget a stream's watermark (asks first)")
+    reset.add_argument("stream", metavar="STREAM")
+    reset.add_argument("--yes", action="store_true", help="do not ask")
+    reset.set_defaults(handler=cmd_reset)
 
     sandbox = commands.add_parser("sandbox", help="serve the API simulators in the foreground")
     _size_arguments(sandbox)
@@ -253,7 +403,7 @@ def _size_arguments(parser: argparse.ArgumentParser) -> None:
 async def _run_cancellable(
     handler: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace
 ) -> int:
-    """SIGTERM behaves like Ctrl-C: running streams record `interrupted`, then we exit."""
+    """Until a command installs its graceful stop, SIGTERM cancels like Ctrl-C."""
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:

@@ -42,15 +42,19 @@ class StreamSettings(_Strict):
     lookback_seconds: int = Field(default=0, ge=0)
     page_size: int | None = Field(default=None, ge=1)
 
-    @field_validator("schedule")
-    @classmethod
-    def _cron_parses(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+    reconcile_schedule: str | None = None
 
+    @field_validator("schedule", "reconcile_schedule")
+    @classmethod
+    def _cron_parses(cls, value: str | None) -> str | None:
+        from pipeline.cron import cron_trigger
+
+        if value is None:
+            return value
         try:
-            CronTrigger.from_crontab(value, timezone="UTC")
+            cron_trigger(value)
         except ValueError as exc:
-            raise ValueError(f"not a 5-field cron expression ({exc})") from None
+            raise ValueError(f'not a cron expression like "0 2 * * *" ({exc})') from None
         return value
 
 

@@ -63,3 +63,7 @@ class BadRequest(SourceHttpError):
 class PaginationError(PipelineError):
     """The source does not page as declared (a repeated page, an ignored parameter, an unsorted
     page where sorting was asked): continuing could loop forever or skip records."""
+
+
+class Interrupted(PipelineError):
+    """A stop was asked for (SIGTERM, Ctrl-C): the stream ended at a page boundary."""

@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from pipeline.streams import ChildTable, Column, Deletions, Incremental, SourceSpec, Stream, dig
+from pipeline.streams import ChildTable, Column, Deletions, SourceSpec, Stream, dig
 
 Checkpoint = Callable[[asyncpg.Connection, "PageResult"], Awaitable[None]]
 
@@ -121,7 +121,8 @@ class TableWriter:
             "_cursor",
             "_run_id",
         ]
-        self.track_seen = stream.incremental is Incremental.FULL_SCAN
+        # Which keys the current scan saw: what absences (deletions) are judged against.
+        self.track_seen = True
         self.schema = source.schema
         self._children = [
             (

@@ -14,6 +14,7 @@ import asyncio
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -44,8 +45,16 @@ class Paginator(ABC):
 
     @abstractmethod
     def pages(
-        self, fetch: Fetch, *, start: datetime | None, concurrency: int
-    ) -> AsyncIterator[Page]: ...
+        self,
+        fetch: Fetch,
+        *,
+        start: datetime | None,
+        concurrency: int,
+        end: datetime | None = None,
+        skip: AbstractSet[int] = frozenset(),
+    ) -> AsyncIterator[Page]:
+        """`start`/`end`: the cursor window, for paginators that filter by it (backfills).
+        `skip`: page numbers already loaded by an interrupted run, for numbered pages."""
 
 
 def records_at(body: Any, path: Sequence[str]) -> list[Any]:
@@ -105,24 +114,32 @@ class NumberedPages(Paginator):
         return self.read(number, await fetch(params, headers))
 
     async def pages(
-        self, fetch: Fetch, *, start: datetime | None, concurrency: int
+        self,
+        fetch: Fetch,
+        *,
+        start: datetime | None,
+        concurrency: int,
+        end: datetime | None = None,
+        skip: AbstractSet[int] = frozenset(),
     ) -> AsyncIterator[Page]:
         first = await self._get(fetch, self.first_page)
-        if first.page.records:
+        if first.page.records and self.first_page not in skip:
             yield first.page
         if not first.more:
             return
         last = first
         total = first.total_pages
         if total is not None and total > self.first_page:
+            last_number = self.first_page + total - 1
             calls = (
                 (lambda n=n: self._get(fetch, n))
-                for n in range(self.first_page + 1, self.first_page + total)
+                for n in range(self.first_page + 1, last_number + 1)
+                if n not in skip or n == last_number  # the last one says whether more follow
             )
             async for read in _concurrently(calls, window=2 * concurrency):
-                if read.page.number == self.first_page + total - 1:
+                if read.page.number == last_number:
                     last = read
-                if read.page.records:
+                if read.page.records and read.page.number not in skip:
                     yield read.page
             if not last.more:
                 return
@@ -212,6 +229,39 @@ class PageNumberPages(NumberedPages):
 
 
 @dataclass(frozen=True)
+class OffsetPages(NumberedPages):
+    """`?offset=&max=` with the total record count in the body (Valomnia, read in full by id
+    for a reconcile). Page N asks for offset (N - 1) * size."""
+
+    page_size: int
+    offset_param: str = "offset"
+    size_param: str = "max"
+    records_path: tuple[str, ...] = ("data",)
+    total_path: tuple[str, ...] = ("paging", "total")
+    sort_params: Mapping[str, str] = field(default_factory=dict)
+    first_page: int = 1
+
+    def request(self, number: int) -> tuple[dict[str, str], dict[str, str]]:
+        offset = (number - self.first_page) * self.page_size
+        params = {
+            **self.sort_params,
+            self.offset_param: str(offset),
+            self.size_param: str(self.page_size),
+        }
+        return params, {}
+
+    def read(self, number: int, response: JsonResponse) -> PageRead:
+        records = _records(response.body, self.records_path)
+        count = _page_count(dig(response.body, self.total_path))
+        offset = (number - self.first_page) * self.page_size
+        more = bool(records) and (count is None or offset + len(records) < count)
+        total = None
+        if number == self.first_page and count is not None:
+            total = max(1, -(-count // self.page_size))
+        return PageRead(Page(records, number), total, more)
+
+
+@dataclass(frozen=True)
 class HeaderPages(NumberedPages):
     """Page number and size in request headers, a bare array body, the record count (maybe) in
     a response header (Afosto: `x-page`, `x-page-size`, `x-count`).
@@ -298,7 +348,13 @@ class SingleResponse(Paginator):
             raise ValueError(f"expected a JSON object, got {type(body).__name__}")
 
     async def pages(
-        self, fetch: Fetch, *, start: datetime | None, concurrency: int
+        self,
+        fetch: Fetch,
+        *,
+        start: datetime | None,
+        concurrency: int,
+        end: datetime | None = None,
+        skip: AbstractSet[int] = frozenset(),
     ) -> AsyncIterator[Page]:
         response = await fetch({}, {})
         records = [response.body] if self.whole_body else _records(response.body, self.records_path)
@@ -361,8 +417,15 @@ class ValueSeekPages(Paginator):
         return dig(body, self.next_path) is None
 
     async def pages(
-        self, fetch: Fetch, *, start: datetime | None, concurrency: int
+        self,
+        fetch: Fetch,
+        *,
+        start: datetime | None,
+        concurrency: int,
+        end: datetime | None = None,
+        skip: AbstractSet[int] = frozenset(),
     ) -> AsyncIterator[Page]:
+        upper = {} if end is None else {self.lte_param: end}
         lower = start
         exclusive = False
         number = 0
@@ -371,7 +434,7 @@ class ValueSeekPages(Paginator):
             bounds = (
                 {} if lower is None else {(self.gt_param if exclusive else self.gte_param): lower}
             )
-            response = await fetch(self._params(0, **bounds), {})
+            response = await fetch(self._params(0, **bounds, **upper), {})
             records = _records(response.body, self.records_path)
             if not records:
                 return

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.logs import get_logger
 from pipeline.runner import StreamOutcome
 from pipeline.status import StreamStatus
+
+log = get_logger(__name__)
 
 _STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "interrupted": "yellow"}
 
@@ -67,17 +71,44 @@ def print_outcomes(
             )
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
 def print_statuses(statuses: Sequence[StreamStatus], console: Console) -> None:
     table = Table(title="streams", title_justify="left")
-    for header in ("stream", "watermark", "last run", "status", "last success", "rows", "deleted"):
-        table.add_column(header, justify="right" if header in ("rows", "deleted") else "left")
+    headers = (
+        "stream",
+        "schedule",
+        "watermark",
+        "last run",
+        "status",
+        "last success",
+        "age",
+        "rows",
+        "deleted",
+    )
+    for header in headers:
+        table.add_column(
+            header, justify="right" if header in ("rows", "deleted", "age") else "left"
+        )
     for s in statuses:
+        status = s.last_run_status or "never run"
+        age = _age(s.age_seconds) if s.configured else "-"
         table.add_row(
             s.key,
+            s.schedule if s.enabled else ("disabled" if s.configured else "not configured"),
             _when(s.watermark),
             _when(s.last_run_started),
-            f"[{_STYLE.get(s.last_run_status or '', 'white')}]{s.last_run_status or 'never run'}[/]",
+            f"[{_STYLE.get(s.last_run_status or '', 'white')}]{status}[/]",
             _when(s.last_success),
+            f"[red]{age} STALE[/]" if s.stale else age,
             str(s.live_rows),
             str(s.deleted_rows),
         )
@@ -95,3 +126,64 @@ def exit_code(outcomes: Sequence[StreamOutcome]) -> int:
     if any(o.totals.quarantined for o in outcomes):
         return 3
     return 0
+
+
+class ProgressDisplay:
+    """Backfill progress: a live bar on a terminal, a log line every few seconds otherwise."""
+
+    def __init__(self, console: Console, label: str, every_seconds: float = 5.0) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.label = label
+        self.every_seconds = every_seconds
+        self.pages = 0
+        self.records = 0
+        self._started = 0.0
+        self._last_log = 0.0
+        self._bar = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn(
+                    "{task.fields[pages]} pages, {task.completed:.0f} records, {task.fields[rate]}/s"
+                ),
+                TimeElapsedColumn(),
+                console=console,
+            )
+            if console.is_terminal
+            else None
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressDisplay:
+        import time
+
+        self._started = self._last_log = time.monotonic()
+        if self._bar is not None:
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=None, pages=0, rate="0")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, key: str, page: Any, result: Any) -> None:
+        import time
+
+        self.pages += 1
+        self.records += result.read
+        now = time.monotonic()
+        rate = f"{self.records / max(now - self._started, 1e-6):,.0f}"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.records, pages=self.pages, rate=rate)
+        elif now - self._last_log >= self.every_seconds:
+            self._last_log = now
+            log.info(
+                "backfill_progress",
+                stream=key,
+                pages=self.pages,
+                records=self.records,
+                rate_per_s=rate,
+            )

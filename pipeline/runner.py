@@ -22,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import history
 from pipeline.config import ConfigError, Settings, SourceConfig, StreamSettings
-from pipeline.errors import NotFound, PipelineError, SourceHttpError
+from pipeline.errors import Interrupted, NotFound, PipelineError, SourceHttpError
 from pipeline.http import HttpClient, JsonResponse
 from pipeline.load import Checkpoint, PageResult, TableWriter
 from pipeline.logs import get_logger, secrets
-from pipeline.paginators import Page
+from pipeline.paginators import Page, Paginator
 from pipeline.sources import SOURCES
 from pipeline.state import advance_watermark, read_state, save_checkpoint
 from pipeline.streams import Deletions, Incremental, Partitions, SourceSpec, Stream, dig
@@ -127,21 +127,39 @@ def build_client(spec: SourceSpec, config: SourceConfig) -> HttpClient:
     )
 
 
+@dataclass(frozen=True)
+class Mode:
+    """What a run does: a normal `sync`, a `backfill` of a window, or a `reconcile`."""
+
+    kind: str = "sync"
+    since: datetime | None = None
+    until: datetime | None = None
+    dry_run: bool = False
+
+
 class Runner:
-    """Runs a set of streams once. Resources come in; nothing global is created here."""
+    """Runs a set of streams once. Resources come in; nothing global is created here.
+
+    `stop`, once set, ends every stream at its next page boundary: the page being written
+    commits, the run is recorded `interrupted`, and state stays consistent."""
 
     def __init__(
         self,
         engine: AsyncEngine,
         *,
         run_id: uuid.UUID | None = None,
-        kind: str = "sync",
+        mode: Mode = Mode(),
+        stop: asyncio.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress: Callable[[str, Page, PageResult], None] | None = None,
     ) -> None:
         self.engine = engine
         self.run_id = run_id or uuid.uuid4()
-        self.kind = kind
+        self.mode = mode
+        self.kind = mode.kind
+        self.stop = stop or asyncio.Event()
         self.clock = clock  # the run's start: caps watermarks, dates daily rows
+        self.progress = progress
 
     async def run(self, targets: list[StreamTarget]) -> list[StreamOutcome]:
         async with AsyncExitStack() as stack:
@@ -252,16 +270,23 @@ class _StreamRun:
         status, error = "failed", None
         try:
             await writer.prepare()
-            if self.stream.partitions is not None:
+            kind = self.runner.mode.kind
+            if kind == "backfill":
+                await self._backfill(writer)
+            elif kind == "reconcile" and self.stream.incremental is Incremental.SORTED_FILTER:
+                await self._reconcile_sorted(writer)
+            elif self.stream.partitions is not None:
                 await self._partitioned(writer, state.checkpoint)
             elif self.stream.incremental is Incremental.FULL_SCAN:
-                await self._full_scan(writer)
+                await self._full_scan(writer)  # also what a reconcile of a full scan is
             else:
                 await self._sorted_filter(writer, state.watermark)
             status = "succeeded"
         except asyncio.CancelledError:
             status, error = "interrupted", "stopped before the run finished"
             raise
+        except Interrupted:
+            status, error = "interrupted", "stopped at a page boundary when asked to stop"
         except PipelineError as exc:  # HTTP, paging and the like: already a sentence
             error = f"{self.key}: {exc}"
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -294,9 +319,13 @@ class _StreamRun:
     # ---- strategies ------------------------------------------------------------------------
 
     def _paginator_and_fetch(
-        self, stream: Stream, path: str, parent: str | None = None
+        self,
+        stream: Stream,
+        path: str,
+        parent: str | None = None,
+        paginator_factory: Callable[[int], Paginator] | None = None,
     ) -> tuple[Any, Any]:
-        paginator = stream.paginator(stream.page_size(self.target.settings))
+        paginator = (paginator_factory or stream.paginator)(stream.page_size(self.target.settings))
         filters = self.target.filter_params
         form = None
         if stream.form is not None:
@@ -320,7 +349,10 @@ class _StreamRun:
         writer: TableWriter,
         page: Page,
         checkpoint_at: datetime | None,
+        also: Checkpoint | None = None,
     ) -> PageResult:
+        if self.runner.stop.is_set():
+            raise Interrupted("asked to stop")
         started = time.monotonic()
         row_id = self.row_id
         assert row_id is not None
@@ -329,10 +361,14 @@ class _StreamRun:
             await history.add_page(conn, row_id, result)
             if checkpoint_at is not None:
                 await advance_watermark(conn, self.key, checkpoint_at, self.run_id)
+            if also is not None:
+                await also(conn, result)
 
         result = await writer.write_page(page.records, checkpoint)
         self.outcome.totals.add(result)
         self.outcome.pages += 1
+        if self.runner.progress is not None:
+            self.runner.progress(self.key, page, result)
         if checkpoint_at is not None:
             self.outcome.watermark = max(filter(None, (self.outcome.watermark, checkpoint_at)))
         log.info(
@@ -499,6 +535,92 @@ class _StreamRun:
         async for page in _overlapped(pages):
             checkpoint = min(page.checkpoint, self.run_start) if page.checkpoint else None
             await self._load(writer, page, checkpoint)
+
+    async def _reconcile_sorted(self, writer: TableWriter) -> None:
+        """List every record (not just what changed), reload what is missing or stale, and
+        settle deletions; the incremental watermark stays where it is."""
+        if self.stream.reconcile_paginator is None:
+            raise PipelineError("this API cannot list every record, so it cannot be reconciled")
+        await writer.start_scan(scope=self.target.filter_scope)
+        paginator, fetch = self._paginator_and_fetch(
+            self.stream, self.stream.path, paginator_factory=self.stream.reconcile_paginator
+        )
+        pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
+        async for page in _overlapped(pages):
+            await self._load(writer, page, None)
+        await self._settle_absences(writer, self.stream)
+
+    async def _backfill(self, writer: TableWriter) -> None:
+        """Re-read a window of the cursor and upsert it; the watermark never moves. Progress is
+        its own checkpoint (stream key + "#backfill"), so a crashed backfill resumes."""
+        mode = self.runner.mode
+        cursor = self.stream.cursor
+        if cursor is None or self.stream.partitions is not None:
+            raise PipelineError(
+                "this stream has no change time to choose a window by; "
+                f"`pipeline sync {self.stream.name}` reloads it in full"
+            )
+        assert mode.since is not None
+        state_key = f"{self.key}#backfill"
+        window = {
+            "since": mode.since.isoformat(),
+            "until": mode.until.isoformat() if mode.until else None,
+        }
+        saved = (await read_state(self.conn, state_key)).checkpoint or {}
+        resume = saved if saved.get("window") == window else {}
+        if resume:
+            log.info("backfill_resuming", checkpoint=resume)
+        sorted_by_cursor = self.stream.incremental is Incremental.SORTED_FILTER
+        position = resume.get("position")
+        done_pages: set[int] = set(resume.get("done_pages", []))
+        paginator, fetch = self._paginator_and_fetch(self.stream, self.stream.path)
+        pages = paginator.pages(
+            fetch,
+            start=datetime.fromisoformat(position) if position else mode.since,
+            end=mode.until,
+            skip=frozenset() if sorted_by_cursor else frozenset(done_pages),
+            concurrency=self.client.max_concurrency,
+        )
+
+        def in_window(element: Any) -> bool:
+            record = dig(element, self.stream.record_path) if self.stream.record_path else element
+            try:
+                value = cursor.value(record) if isinstance(record, dict) else None
+            except ValueError:
+                return True  # the loader quarantines it, with its reason
+            if value is None:
+                return True
+            return value >= mode.since and (mode.until is None or value <= mode.until)
+
+        async for page in _overlapped(pages):
+            chosen = (
+                page
+                if sorted_by_cursor
+                else Page([r for r in page.records if in_window(r)], page.number)
+            )
+            if mode.dry_run:
+                self.outcome.pages += 1
+                self.outcome.totals.read += len(chosen.records)
+                if self.runner.progress is not None:
+                    self.runner.progress(self.key, chosen, PageResult(read=len(chosen.records)))
+                continue
+            done_pages.add(page.number)
+            progress: dict[str, Any] = {"window": window}
+            if sorted_by_cursor and page.checkpoint is not None:
+                progress["position"] = page.checkpoint.isoformat()
+            else:
+                progress["done_pages"] = sorted(done_pages)
+
+            async def save_progress(
+                conn: asyncpg.Connection, _: PageResult, p: dict[str, Any] = progress
+            ) -> None:
+                await save_checkpoint(conn, state_key, p, self.run_id)
+
+            await self._load(writer, chosen, None, also=save_progress)
+        if not mode.dry_run:
+            await self.conn.execute(
+                "DELETE FROM pipeline.stream_state WHERE stream = $1", state_key
+            )
 
 
 _DONE = object()

@@ -68,3 +68,9 @@ async def advance_watermark(
         watermark,
         run_id,
     )
+
+
+async def forget(conn: asyncpg.Connection, stream_key: str) -> bool:
+    """Drop a stream's state (watermark and checkpoint); its next run reads from the start."""
+    status = await conn.execute("DELETE FROM pipeline.stream_state WHERE stream = $1", stream_key)
+    return status.endswith(" 1")

@@ -282,6 +282,8 @@ class Stream:
     form: Mapping[str, str] | None = None
     multipart: bool = False
     filters: tuple[Filter, ...] = ()
+    # How to list every record for a reconcile, when the normal walk only reads what changed.
+    reconcile_paginator: Callable[[int], Paginator] | None = None
 
     def __post_init__(self) -> None:
         keys = [c for c in self.columns if c.primary_key]

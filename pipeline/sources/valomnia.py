@@ -10,7 +10,7 @@ from pydantic import SecretStr, model_validator
 
 from pipeline.auth import Auth, FormLoginSession, HeaderToken
 from pipeline.config import SourceSettings
-from pipeline.paginators import ValueSeekPages
+from pipeline.paginators import OffsetPages, ValueSeekPages
 from pipeline.streams import (
     BIGINT,
     TEXT,
@@ -72,6 +72,11 @@ authorities = Stream(
         size_param="max",
         records_path=("data",),
         sort_params={"sort": "lastUpdated", "order": "asc"},
+    ),
+    # Lists carry no delete signal: a reconcile reads every id (by offset, sorted by id) and
+    # confirms absences on the detail endpoint.
+    reconcile_paginator=lambda size: OffsetPages(
+        page_size=size, sort_params={"sort": "id", "order": "asc"}
     ),
     default_page_size=100,
     incremental=Incremental.SORTED_FILTER,

@@ -177,7 +177,7 @@ async def test_sigterm_marks_running_streams_interrupted_and_exits_promptly(
 
     statuses = await rows(engine, "SELECT status, error FROM pipeline.sync_runs")
     assert [s.status for s in statuses] == ["interrupted", "interrupted"]
-    assert all("stopped before the run finished" in s.error for s in statuses)
+    assert all("stopped at a page boundary" in s.error for s in statuses)
     await _assert_state_not_ahead_of_data(engine, valomnia_sim)
 
 

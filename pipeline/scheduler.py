@@ -1,0 +1,101 @@
+"""`pipeline schedule`: run each enabled stream on its cron, until asked to stop.
+
+APScheduler 3 (AsyncIOScheduler) fires the jobs; it holds no business logic. `coalesce` folds
+missed firings into one, `max_instances=1` keeps one run per stream in this process, and the
+stream's Postgres advisory lock (taken by the runner) keeps one run per stream across processes
+and machines: a second replica skips the stream and logs it. Streams read by value (Valomnia)
+also get a reconcile job, weekly unless configured, since only a reconcile sees their deletes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline.config import Settings
+from pipeline.cron import cron_trigger
+from pipeline.logs import get_logger
+from pipeline.runner import Mode, Runner, StreamTarget, select_streams
+from pipeline.streams import Incremental
+
+log = get_logger(__name__)
+
+DEFAULT_RECONCILE_SCHEDULE = "0 4 * * 0"  # Sundays 04:00 UTC
+
+
+def reconcile_schedule(target: StreamTarget) -> str | None:
+    """When the stream's reconcile runs; None when its normal sync already sees deletions."""
+    if target.settings.reconcile_schedule is not None:
+        return target.settings.reconcile_schedule
+    if target.stream.incremental is Incremental.SORTED_FILTER:
+        return DEFAULT_RECONCILE_SCHEDULE
+    return None
+
+
+class StreamScheduler:
+    def __init__(self, settings: Settings, engine: AsyncEngine, stop: asyncio.Event) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.stop = stop
+        self.running: set[asyncio.Task[object]] = set()
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+        )
+
+    def plan(self) -> list[tuple[StreamTarget, Mode, str]]:
+        jobs = []
+        for target in select_streams(self.settings, []):
+            jobs.append((target, Mode("sync"), target.settings.schedule))
+            if (schedule := reconcile_schedule(target)) is not None:
+                jobs.append((target, Mode("reconcile"), schedule))
+        return jobs
+
+    async def _run(self, target: StreamTarget, mode: Mode) -> None:
+        if self.stop.is_set():
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self.running.add(task)
+        try:
+            [outcome] = await Runner(self.engine, mode=mode, stop=self.stop).run([target])
+            log.info(
+                "scheduled_run_finished",
+                stream=target.key,
+                kind=mode.kind,
+                status=outcome.status,
+                records=outcome.totals.read,
+            )
+        except Exception:
+            log.exception("scheduled_run_crashed", stream=target.key, kind=mode.kind)
+        finally:
+            self.running.discard(task)
+
+    async def serve(self, grace_seconds: float = 30.0) -> None:
+        """Run until `stop` is set, then let running streams end at a page boundary."""
+        for target, mode, schedule in self.plan():
+            self.scheduler.add_job(
+                self._run,
+                trigger=cron_trigger(schedule),
+                args=[target, mode],
+                id=f"{target.key}:{mode.kind}",
+                name=f"{mode.kind} {target.key}",
+            )
+        self.scheduler.start()
+        for job in self.scheduler.get_jobs():
+            log.info("job_scheduled", job=job.id, next_run=job.next_run_time.isoformat())
+        if not self.scheduler.get_jobs():
+            log.warning("nothing_to_schedule", reason="no enabled stream in the configuration")
+        await self.stop.wait()
+        self.scheduler.shutdown(wait=False)
+        if self.running:
+            log.info("waiting_for_running_streams", count=len(self.running))
+            _, pending = await asyncio.wait(set(self.running), timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        log.info("scheduler_stopped")
