@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from pipeline.logs import secrets
 from pipeline.streams import ChildTable, Column, Deletions, SourceSpec, Stream, dig
 
 Checkpoint = Callable[[asyncpg.Connection, "PageResult"], Awaitable[None]]
@@ -280,7 +281,16 @@ class TableWriter:
         await self.conn.executemany(
             "INSERT INTO pipeline.quarantine (run_id, stream, record_key, reason, raw) "
             "VALUES ($1, $2, $3, $4, $5)",
-            [(self.run_id, self.stream_key, r.key, r.reason, r.raw) for r in rejected],
+            [
+                (
+                    self.run_id,
+                    self.stream_key,
+                    r.key,
+                    secrets.redact(r.reason),
+                    secrets.redact(r.raw),
+                )
+                for r in rejected
+            ],
         )
 
     async def _changed_rows(self, page: PreparedPage) -> list[tuple[Any, ...]]:

@@ -93,3 +93,9 @@ async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
 async def rows(engine: AsyncEngine, sql: str, **params: Any) -> list[Any]:
     async with engine.connect() as conn:
         return list(await conn.execute(sa.text(sql), params))
+
+
+async def execute(engine: AsyncEngine, sql: str, **params: Any) -> int:
+    """Run a statement that changes data, committed (e.g. to play a warehouse losing rows)."""
+    async with engine.begin() as conn:
+        return (await conn.execute(sa.text(sql), params)).rowcount

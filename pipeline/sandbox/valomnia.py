@@ -310,6 +310,20 @@ class ValomniaSimulator(Simulator):
         self._changed()
         return record
 
+    def restore(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Bring a deleted authority back with its id and dates (a restore from a backup at the
+        source): the case a reconcile must notice, since no list filter shows it."""
+        authority_id = int(record["id"])
+        if authority_id in self._records:
+            raise ValueError(f"authority {authority_id} exists")
+        created = int(datetime.fromisoformat(record["dateCreated"]).timestamp())
+        updated = int(datetime.fromisoformat(record["lastUpdated"]).timestamp())
+        self._put(authority_id, record["name"], created, updated)
+        bisect.insort(self._ids, authority_id)
+        self._index_add(authority_id)
+        self._changed()
+        return dict(self._records[authority_id])
+
     def expire_sessions(self) -> int:
         """Invalidate every session (as a server restart would); returns how many."""
         count = len(self._sessions)

@@ -94,3 +94,18 @@ def test_console_format_is_readable(capsys: pytest.CaptureFixture[str]) -> None:
     line = capsys.readouterr().err
     assert "page_loaded" in line and "records=25" in line and "run_id=r-1" in line
     assert not line.lstrip().startswith("{")
+
+
+async def test_a_secret_echoed_inside_a_record_is_masked_in_the_quarantine(
+    engine: AsyncEngine, soho: RunningSimulator
+) -> None:
+    sim: Any = soho.sim
+    victim = sim.ids[3]
+    sim._customers[victim]["updated_at"] = f"not a time {sim.token}"  # a source echoing our token
+
+    outcome = (await sync(engine, make_settings(soho)))["soho.customers"]
+
+    assert outcome.totals.quarantined == 1
+    [row] = await rows(engine, "SELECT reason, raw FROM pipeline.quarantine")
+    assert sim.token not in row.raw and sim.token not in row.reason
+    assert "***" in row.raw
