@@ -56,3 +56,47 @@ async def test_every_revision_downgrades_and_upgrades_again(engine: AsyncEngine)
         await conn.run_sync(down_and_up)
     async with engine.connect() as conn:
         assert await db.current_revision(conn) == db.head_revision()
+
+
+async def test_every_table_has_an_analytics_view_without_deleted_rows_or_bookkeeping(
+    engine: AsyncEngine,
+) -> None:
+    from pipeline.tables import CHILD_TABLES
+
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            sa.text(
+                "SELECT table_name, array_agg(column_name::text ORDER BY ordinal_position) AS cols "
+                "FROM information_schema.columns WHERE table_schema = 'analytics' GROUP BY 1"
+            )
+        )
+        views = {row.table_name: row.cols for row in result}
+    for table in [*STREAM_TABLES.values(), *CHILD_TABLES.values()]:
+        name = f"{table.schema}_{table.name}"
+        assert name in views, f"no analytics view for {table.schema}.{table.name}"
+        expected = [c.name for c in table.columns if not c.name.startswith("_")]
+        assert views[name] == expected, name
+
+
+async def test_analytics_views_hide_deleted_rows(engine: AsyncEngine) -> None:
+    import uuid
+
+    async with engine.begin() as conn:
+        for id_, deleted in ((1, None), (2, sa.func.now())):
+            await conn.execute(
+                STREAM_TABLES["valomnia.authorities"]
+                .insert()
+                .values(
+                    id=id_,
+                    name=f"a{id_}",
+                    data={},
+                    _hash=b"x",
+                    _run_id=uuid.uuid4(),
+                    _deleted_at=deleted,
+                )
+            )
+    async with engine.connect() as conn:
+        ids = (
+            await conn.execute(sa.text("SELECT id FROM analytics.valomnia_authorities"))
+        ).scalars()
+        assert list(ids) == [1]

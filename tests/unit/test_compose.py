@@ -134,7 +134,8 @@ def test_scheduler_waits_for_healthy_postgres_and_finished_migrations(
     assert depends["postgres"] == "service_healthy"
     assert depends["migrate"] == "service_completed_successfully"
     assert scheduler.get("init") is True, "a real PID 1 forwards SIGTERM to the pipeline"
-    assert scheduler.get("restart") == "no"
+    assert scheduler.get("restart") == "unless-stopped"
+    assert scheduler["command"][0] == "schedule"
 
 
 @pytest.mark.parametrize("name", ["migrate", "scheduler"])
