@@ -175,10 +175,20 @@ async def test_sigterm_marks_running_streams_interrupted_and_exits_promptly(
         assert time.monotonic() - stopped < 5
         assert process.returncode == 130
 
-    statuses = await rows(engine, "SELECT status, error FROM pipeline.sync_runs")
-    assert [s.status for s in statuses] == ["interrupted", "interrupted"]
-    assert all("stopped at a page boundary" in s.error for s in statuses)
-    await _assert_state_not_ahead_of_data(engine, valomnia_sim)
+        statuses = await rows(engine, "SELECT status, error FROM pipeline.sync_runs")
+        assert [s.status for s in statuses] == ["interrupted", "interrupted"]
+        assert all("stopped at a page boundary" in s.error for s in statuses)
+        await _assert_state_not_ahead_of_data(engine, valomnia_sim)
+
+        rerun = await _start_sync(config, database_url, soho, valomnia)
+        _, stderr = await rerun.communicate()
+        assert rerun.returncode == 0, stderr.decode()[-2000:]
+
+    # The next run completed the work.
+    assert await live_rows(engine, "soho.customers") == {c["id"]: c for c in soho_sim.truth()}
+    assert await live_rows(engine, "valomnia.authorities") == {
+        a["id"]: a for a in valomnia_sim.truth()
+    }
 
 
 async def test_prices_killed_mid_run_resume_at_the_next_group(
