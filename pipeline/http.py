@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from pipeline.errors import (
     AuthenticationFailed,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 BodyCheck = Callable[[Any], object]
+MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS = 300.0
 
@@ -287,11 +289,24 @@ class HttpClient:
             await self._rate.wait()
             self.requests_sent += 1
             try:
-                async with self.session.request(
-                    method, self.url(path), params=params, headers=headers, data=data
-                ) as resp:
-                    body = await self._read_body(resp, method, path)
-                    return self._interpret(method, path, resp, body, expect)
+                url, query = URL(self.url(path)), params
+                for _hop in range(MAX_REDIRECTS + 1):
+                    async with self.session.request(
+                        method, url, params=query, headers=headers, data=data, allow_redirects=False
+                    ) as resp:
+                        target = self._redirect_target(method, path, resp)
+                        if target is None:
+                            body = await self._read_body(resp, method, path)
+                            return self._interpret(method, path, resp, body, expect)
+                    url, query = target, None
+                raise BadRequest(
+                    self.source,
+                    method,
+                    path,
+                    None,
+                    f"more than {MAX_REDIRECTS} redirects",
+                    "Point base_url at the API's final address",
+                )
             except TimeoutError:
                 raise _Retriable(None, "timed out") from None
             except aiohttp.ClientPayloadError as exc:
@@ -300,6 +315,33 @@ class HttpClient:
                 ) from None
             except aiohttp.ClientConnectionError as exc:
                 raise _Retriable(None, f"connection error ({type(exc).__name__})") from None
+
+    def _redirect_target(self, method: str, path: str, resp: aiohttp.ClientResponse) -> URL | None:
+        """Where a redirect points, if it is one we follow: same scheme, host and port as
+        base_url only, so credentials (headers, cookies) never travel to another host."""
+        location = resp.headers.get("Location")
+        if resp.status not in (301, 302, 303, 307, 308) or not location:
+            return None
+        target = resp.url.join(URL(location))
+        if target.origin() != URL(self.base_url).origin():
+            raise BadRequest(
+                self.source,
+                method,
+                path,
+                resp.status,
+                f"redirected to another host ({target.host}); credentials are not sent there",
+                "Point base_url at the API's real host if the move is legitimate",
+            )
+        if method != "GET" and resp.status in (301, 302, 303):
+            raise BadRequest(
+                self.source,
+                method,
+                path,
+                resp.status,
+                "redirect of a form post",
+                "Point base_url at the API's final address",
+            )
+        return target
 
     async def _read_body(self, resp: aiohttp.ClientResponse, method: str, path: str) -> bytes:
         declared = resp.content_length

@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import structlog
@@ -437,7 +438,7 @@ class _StreamRun:
             log.info("resuming_partitions", done=len(done & keys), total=len(keys))
         for key in sorted(keys - done):
             await writer.start_scan(partition=(partitions.column, key))
-            path = self.stream.path.format(parent=key)
+            path = self.stream.path.format(parent=_segment(key))
             try:
                 await self._scan(writer, self.stream, path, parent=key)
             except NotFound:
@@ -500,7 +501,7 @@ class _StreamRun:
 
         async def probe(key: Any) -> tuple[Any, Any]:
             try:
-                response = await self.client.get(detail_path.format(id=key))
+                response = await self.client.get(detail_path.format(id=_segment(key)))
             except NotFound:
                 return key, None
             except SourceHttpError as exc:
@@ -621,6 +622,12 @@ class _StreamRun:
             await self.conn.execute(
                 "DELETE FROM pipeline.stream_state WHERE stream = $1", state_key
             )
+
+
+def _segment(value: Any) -> str:
+    """A value from an API response put into a URL path: quoted, so an id such as
+    `../admin` or `a?b` stays one path segment of the declared endpoint."""
+    return quote(str(value), safe="")
 
 
 _DONE = object()

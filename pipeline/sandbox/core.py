@@ -172,6 +172,22 @@ class HttpError(Fault):
         return web.Response(status=self.status, body=self.body, headers=headers)
 
 
+class Redirect(Fault):
+    """A redirect (302 by default) to `location`: on this host, or to another one to check
+    that a client does not carry its credentials along."""
+
+    kind = "redirect"
+
+    def __init__(self, location: str, status: int = 302) -> None:
+        self.location = location
+        self.status = status
+
+    async def respond(
+        self, sim: Simulator, request: web.Request, serve: Respond
+    ) -> web.StreamResponse:
+        return web.Response(status=self.status, headers={"Location": self.location})
+
+
 class Stall(Fault):
     """Wait, then answer normally: long enough and the client's timeout fires first."""
 
