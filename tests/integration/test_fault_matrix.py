@@ -1,0 +1,258 @@
+"""The fault matrix: every fault the simulators can inject, against every paged source.
+
+Read the tables top to bottom: TARGETS are the streams under test, TRANSIENT faults must be
+survived (the run succeeds and the table equals the source), BAD_RECORDS must be quarantined
+with the rest of the page loaded. To add a case, add a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline.sandbox import (
+    AfostoSimulator,
+    DigiLockerSimulator,
+    DropConnection,
+    Fault,
+    HtmlPage,
+    HttpError,
+    RunningSimulator,
+    Simulator,
+    SohoSimulator,
+    SparkflySimulator,
+    Stall,
+    TruncatedBody,
+    ValomniaSimulator,
+    serve,
+)
+from tests.helpers import make_settings, rows, scalar, sync
+
+
+@dataclass(frozen=True)
+class Target:
+    """A stream under test: how to build its source, where its list lives, what is true."""
+
+    key: str
+    source: str
+    make: Callable[[], Simulator]
+    list_path: str
+    table: str
+    truth: Callable[[Any], dict[Any, Any]]
+    pk: str = "id"
+
+
+def _by(field: str, records: list[dict[str, Any]]) -> dict[Any, Any]:
+    return {r[field]: r for r in records}
+
+
+TARGETS = [
+    Target(
+        "soho.customers",
+        "soho",
+        lambda: SohoSimulator(customers=80, seed=91),
+        "/api/v1/customers",
+        "soho.customers",
+        lambda s: _by("id", s.truth()),
+    ),
+    Target(
+        "valomnia.authorities",
+        "valomnia",
+        lambda: ValomniaSimulator(authorities=90, seed=92),
+        "/api/v2.1/authorities",
+        "valomnia.authorities",
+        lambda s: _by("id", s.truth()),
+    ),
+    Target(
+        "afosto.shipments",
+        "afosto",
+        lambda: AfostoSimulator(
+            contacts=3, shipments=90, parcels=3, groups=1, prices_per_group=2, seed=93
+        ),
+        "/lcs/shipments",
+        "afosto.shipments",
+        lambda s: _by("id", s.truth("shipments")),
+    ),
+    Target(
+        "sparkfly.credentials",
+        "sparkfly",
+        lambda: SparkflySimulator(credentials=90, seed=94),
+        "/v1.0/credentials",
+        "sparkfly.credentials",
+        lambda s: _by("id", s.truth()),
+    ),
+    Target(
+        "digilocker.issuers",
+        "digilocker",
+        lambda: DigiLockerSimulator(issuers=9, seed=95),
+        "/public/oauth2/1/pull/issuers",
+        "digilocker.issuers",
+        lambda s: _by("orgid", s.truth("issuers")),
+        pk="orgid",
+    ),
+]
+
+
+def _now_http_date() -> str:
+    return format_datetime(datetime.now(UTC), usegmt=True)
+
+
+# (id, fault, how many requests it hits, after how many list requests)
+TRANSIENT: list[tuple[str, Callable[[], Fault], int]] = [
+    ("429 Retry-After seconds", lambda: HttpError(429, retry_after="0"), 1),
+    ("429 Retry-After HTTP-date", lambda: HttpError(429, retry_after=_now_http_date()), 1),
+    ("500 burst", lambda: HttpError(500), 3),
+    ("502 burst", lambda: HttpError(502), 2),
+    ("503 burst", lambda: HttpError(503), 3),
+    ("504 burst", lambda: HttpError(504), 2),
+    ("connection reset mid-body", lambda: DropConnection(), 1),
+    ("read stalls past the timeout", lambda: Stall(1.5), 1),
+    ("truncated JSON", lambda: TruncatedBody(), 1),
+    ("HTML error page with 200", lambda: HtmlPage(200), 1),
+    (
+        "wrong Content-Type",
+        lambda: HttpError(200, body=b'{"ok": true}', content_type="text/plain"),
+        1,
+    ),
+    ("empty body", lambda: HttpError(200, body=b"", content_type="application/json"), 1),
+]
+
+
+@pytest.fixture(params=TARGETS, ids=[t.key for t in TARGETS])
+async def target(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Target, RunningSimulator]]:
+    spec: Target = request.param
+    async with serve(spec.make()) as running:
+        yield spec, running
+
+
+def _settings(spec: Target, running: RunningSimulator, **source: Any) -> Any:
+    extra = {spec.source: {"timeout_seconds": 0.8, **source}}
+    streams = {}
+    if spec.key in (
+        "soho.customers",
+        "valomnia.authorities",
+        "afosto.shipments",
+        "sparkfly.credentials",
+    ):
+        streams = {spec.key: {"page_size": 25}}
+    return make_settings(**{spec.source: running}, extra=extra, streams=streams)
+
+
+async def _stored(engine: AsyncEngine, spec: Target) -> dict[Any, Any]:
+    result = await rows(
+        engine, f"SELECT {spec.pk} AS k, data FROM {spec.table} WHERE _deleted_at IS NULL"
+    )
+    return {r.k: r.data for r in result}
+
+
+@pytest.mark.parametrize(("fault_id", "fault", "times"), TRANSIENT, ids=[c[0] for c in TRANSIENT])
+async def test_transient_faults_are_survived(
+    engine: AsyncEngine,
+    target: tuple[Target, RunningSimulator],
+    fault_id: str,
+    fault: Callable[[], Fault],
+    times: int,
+) -> None:
+    spec, running = target
+    after = 0 if spec.key == "digilocker.issuers" else 1  # mid-stream where there are pages
+    running.sim.faults.add(fault(), times=times, after=after, path_prefix=spec.list_path)
+
+    outcome = (await sync(engine, _settings(spec, running), spec.key))[spec.key]
+
+    assert outcome.status == "succeeded", f"{fault_id}: {outcome.error}"
+    assert await _stored(engine, spec) == spec.truth(running.sim)
+    assert any(r.fault for r in running.sim.requests), "the fault never fired"
+
+
+async def test_an_exhausted_retry_budget_fails_clearly_and_keeps_state(
+    engine: AsyncEngine, target: tuple[Target, RunningSimulator]
+) -> None:
+    spec, running = target
+    settings = _settings(spec, running, max_retries=1)
+    await sync(engine, settings, spec.key)
+    state_before = await rows(
+        engine, "SELECT stream, watermark, checkpoint::text FROM pipeline.stream_state ORDER BY 1"
+    )
+    running.sim.faults.add(HttpError(503), times=None, path_prefix=spec.list_path)
+
+    outcome = (await sync(engine, settings, spec.key))[spec.key]
+
+    assert outcome.status == "failed"
+    error = outcome.error or ""
+    assert error.startswith(f"{spec.key}:") and spec.list_path.split("/")[-1] in error
+    assert "after 2 attempts" in error and "503" in error
+    assert (
+        await rows(
+            engine,
+            "SELECT stream, watermark, checkpoint::text FROM pipeline.stream_state ORDER BY 1",
+        )
+        == state_before
+    )
+
+
+# ---- bad records: quarantined, the rest of the page loads ------------------------------------
+
+
+def _record(sim: Any, spec: Target, index: int) -> dict[str, Any]:
+    """The simulator's own stored record (mutable), to corrupt it as a faulty API would."""
+    if spec.source == "soho":
+        return sim._customers[sim.ids[index]]
+    if spec.source == "valomnia":
+        return sim._records[sorted(sim._records)[index]]
+    if spec.source == "sparkfly":
+        return sim._records[sim.ids[index]]
+    raise LookupError(spec.source)
+
+
+# (id, corruption, quarantined?) — applied to one record
+BAD_RECORDS: list[tuple[str, Callable[[dict[str, Any]], None], bool]] = [
+    ("no primary key", lambda r: r.pop("id"), True),
+    ("unparseable timestamp", lambda r: r.update({_time_field(r): "last Tuesday"}), True),
+    ("timestamp without a zone", lambda r: r.update({_time_field(r): "2024-03-01T10:00:00"}), True),
+    ("wrong type for a typed column", lambda r: r.update({"id": {"nested": "object"}}), True),
+    ("an extra unknown field", lambda r: r.update({"field_added_next_year": {"a": 1}}), False),
+]
+
+
+def _time_field(record: dict[str, Any]) -> str:
+    return "lastUpdated" if "lastUpdated" in record else "updated_at"
+
+
+@pytest.mark.parametrize(
+    ("case", "corrupt", "quarantined"), BAD_RECORDS, ids=[c[0] for c in BAD_RECORDS]
+)
+@pytest.mark.parametrize("source", ["soho", "valomnia", "sparkfly"])
+async def test_bad_records_are_quarantined_and_the_rest_loads(
+    engine: AsyncEngine,
+    source: str,
+    case: str,
+    corrupt: Callable[[dict[str, Any]], None],
+    quarantined: bool,
+) -> None:
+    spec = next(t for t in TARGETS if t.source == source)
+    async with serve(spec.make()) as running:
+        sim: Any = running.sim
+        untouched = spec.truth(sim)
+        record = _record(sim, spec, 7)
+        key = record["id"]
+        corrupt(record)
+
+        outcome = (await sync(engine, _settings(spec, running), spec.key))[spec.key]
+        after = None if quarantined else spec.truth(sim)
+
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.totals.quarantined == (1 if quarantined else 0)
+    stored = await _stored(engine, spec)
+    if quarantined:
+        assert stored == {k: v for k, v in untouched.items() if k != key}
+        [row] = await rows(engine, "SELECT reason, raw FROM pipeline.quarantine")
+        assert row.reason and row.raw.startswith("{")
+        assert await scalar(engine, "SELECT quarantined FROM pipeline.sync_runs") == 1
+    else:
+        assert stored == after  # the unknown field is kept in `data`
