@@ -363,7 +363,7 @@ class HttpClient:
             method,
             path,
             status,
-            f"response body larger than {limit_mb:g} MB",
+            f"response body larger than {limit_mb:.3g} MB",
             "Lower the stream's page_size or raise max_response_mb for this source",
         )
 
