@@ -307,6 +307,7 @@ async def _concurrently(
     and yield results as they complete. New calls start only when the consumer asks for more,
     so a slow consumer holds back the producer and memory stays bounded."""
     in_flight: set[asyncio.Future[T]] = set()
+    unread: list[asyncio.Future[T]] = []
     try:
         for call in calls:
             in_flight.add(asyncio.ensure_future(call()))
@@ -318,13 +319,14 @@ async def _concurrently(
                 for call in calls:
                     in_flight.add(asyncio.ensure_future(call()))
                     break
-            for task in done:
-                yield task.result()
+            unread = list(done)
+            while unread:
+                yield unread.pop().result()
     finally:
         for task in in_flight:
             task.cancel()
-        if in_flight:
-            await asyncio.gather(*in_flight, return_exceptions=True)
+        # Retrieve every outcome, so one failure is reported once, not once per page.
+        await asyncio.gather(*in_flight, *unread, return_exceptions=True)
 
 
 # ---------------------------------------------------------------------------------------------
