@@ -116,7 +116,7 @@ async def serve_sandbox(
             "Control routes: <url>/_sandbox/records, /_sandbox/mutate, /_sandbox/faults ..."
         )
         console.print("\nA pipeline.toml for these simulators:\n")
-        console.print(_toml_snippet(sources), markup=False, highlight=False)
+        console.print(_toml_snippet(sources), markup=False, highlight=False, soft_wrap=True)
         console.print("Serving until Ctrl-C.")
         await asyncio.Event().wait()
 

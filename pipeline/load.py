@@ -72,10 +72,18 @@ class Rejected:
 
 
 @dataclass
+class Candidate:
+    """A record that has a key and a readable cursor; typed only if it is to be written."""
+
+    record: dict[str, Any]
+    cursor: datetime | None
+    canonical: bytes
+    digest: bytes
+
+
+@dataclass
 class PreparedPage:
-    rows: dict[Any, tuple[Any, ...]] = field(default_factory=dict)
-    children: dict[Any, list[list[tuple[Any, ...]]]] = field(default_factory=dict)
-    cursors: dict[Any, datetime | None] = field(default_factory=dict)
+    candidates: dict[Any, Candidate] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
     seen_keys: list[Any] = field(default_factory=list)
     read: int = 0
@@ -172,7 +180,9 @@ class TableWriter:
     # ---- validation (pure) -----------------------------------------------------------------
 
     def prepare_page(self, records: Sequence[Any]) -> PreparedPage:
-        """Turn records into COPY rows; reject the bad ones with a reason. No I/O."""
+        """Key, change time and content hash of every record; no typing yet (most records of a
+        scan are unchanged, and typing is the costly part). Rejects what has no usable key or
+        cursor. No I/O."""
         page = PreparedPage(read=len(records))
         cursor_spec = self.stream.cursor
         context = {**self._context, **self._fixed}
@@ -187,10 +197,6 @@ class TableWriter:
             try:
                 key = self._key_of(record, context)
                 cursor = cursor_spec.value(record) if cursor_spec else None
-                values = _convert(record, self._columns, self._fixed, context)
-                children = [
-                    _child_rows(key, record, child, columns) for child, _, columns in self._children
-                ]
                 canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
                 if b"\\u0000" in canonical:
                     raise ValueError("contains a NUL character, which Postgres cannot store")
@@ -201,21 +207,45 @@ class TableWriter:
                 if key is not None:
                     page.seen_keys.append(key)  # it exists at the source: never "absent"
                 continue
-            digest = hashlib.blake2b(canonical, digest_size=16).digest()
-            previous = page.cursors.get(key, ...)
-            if (
-                previous is not ...
-                and previous is not None
-                and cursor is not None
-                and cursor < previous
-            ):
-                continue  # the same key twice on a page: keep the newer version
-            page.cursors[key] = cursor
-            page.rows[key] = (*values, canonical.decode(), digest, cursor, self.run_id)
-            if self._children:
-                page.children[key] = children
             page.seen_keys.append(key)
+            previous = page.candidates.get(key)
+            if previous is not None and cursor is not None and previous.cursor is not None:
+                if cursor < previous.cursor:
+                    continue  # the same key twice in a batch: keep the newer version
+            digest = hashlib.blake2b(canonical, digest_size=16).digest()
+            page.candidates[key] = Candidate(record, cursor, canonical, digest)
         return page
+
+    def _typed_rows(
+        self, keys: Sequence[Any], page: PreparedPage
+    ) -> tuple[list[tuple[Any, ...]], dict[Any, list[list[tuple[Any, ...]]]], list[Rejected]]:
+        """COPY rows (and child rows) for the records to write; a value that does not fit its
+        column rejects its record, with the field named."""
+        context = {**self._context, **self._fixed}
+        rows, children, rejected = [], {}, []
+        for key in keys:
+            candidate = page.candidates[key]
+            record = candidate.record
+            try:
+                values = _convert(record, self._columns, self._fixed, context)
+                if self._children:
+                    children[key] = [
+                        _child_rows(key, record, child, columns)
+                        for child, _, columns in self._children
+                    ]
+            except ValueError as exc:
+                rejected.append(Rejected(str(key), str(exc), _raw_text(record)))
+                continue
+            rows.append(
+                (
+                    *values,
+                    candidate.canonical.decode(),
+                    candidate.digest,
+                    candidate.cursor,
+                    self.run_id,
+                )
+            )
+        return rows, children, rejected
 
     def _key_of(self, record: dict[str, Any], context: Mapping[str, Any]) -> Any:
         if self.key.derive is not None:
@@ -234,24 +264,30 @@ class TableWriter:
         self, records: Sequence[Any], checkpoint: Checkpoint | None = None
     ) -> PageResult:
         page = self.prepare_page(records)
-        result = PageResult(read=page.read, quarantined=len(page.rejected))
-        for cursor in page.cursors.values():
+        result = PageResult(read=page.read)
+        for candidate in page.candidates.values():
+            cursor = candidate.cursor
             if cursor is not None and (result.max_cursor is None or cursor > result.max_cursor):
                 result.max_cursor = cursor
         async with self.conn.transaction():
-            if page.rejected:
-                await self._quarantine(page.rejected)
-            to_write = await self._changed_rows(page)
-            if to_write:
+            changed = await self._changed_keys(page)
+            rows, children, bad_values = self._typed_rows(changed, page)
+            rejected = [*page.rejected, *bad_values]
+            result.quarantined = len(rejected)
+            if rejected:
+                await self._quarantine(rejected)
+            if rows:
                 await self.conn.copy_records_to_table(
-                    self.stage.strip('"'), records=to_write, columns=self.copy_columns
+                    self.stage.strip('"'), records=rows, columns=self.copy_columns
                 )
                 flags = await self.conn.fetch(self._upsert_sql())
                 result.inserted = sum(1 for f in flags if f["inserted"])
                 result.updated = len(flags) - result.inserted
                 if self._children:
-                    await self._replace_children([f["k"] for f in flags], page)
-            result.unchanged = len(page.rows) - result.inserted - result.updated
+                    await self._replace_children([f["k"] for f in flags], children)
+            result.unchanged = (
+                len(page.candidates) - len(bad_values) - result.inserted - result.updated
+            )
             if self.track_seen and page.seen_keys:
                 await self.conn.execute(
                     f"INSERT INTO {self.seen} SELECT unnest($1::{self.key_type}[]) ON CONFLICT DO NOTHING",
@@ -261,14 +297,16 @@ class TableWriter:
                 await checkpoint(self.conn, result)
         return result
 
-    async def _replace_children(self, written: list[Any], page: PreparedPage) -> None:
+    async def _replace_children(
+        self, written: list[Any], children: dict[Any, list[list[tuple[Any, ...]]]]
+    ) -> None:
         """Child rows follow their parent: the written parents' rows are replaced wholesale."""
         for index, (child, table, columns) in enumerate(self._children):
             await self.conn.execute(
                 f"DELETE FROM {table} WHERE {_ident(child.parent_column)} = ANY($1::{self.key_type}[])",
                 written,
             )
-            rows = [row for key in written for row in page.children[key][index]]
+            rows = [row for key in written for row in children[key][index]]
             if rows:
                 await self.conn.copy_records_to_table(
                     child.name,
@@ -293,34 +331,33 @@ class TableWriter:
             ],
         )
 
-    async def _changed_rows(self, page: PreparedPage) -> list[tuple[Any, ...]]:
-        """Rows whose content differs from the stored row (or that must come back to life)."""
-        if not page.rows:
+    async def _changed_keys(self, page: PreparedPage) -> list[Any]:
+        """Keys whose content differs from the stored row (or that must come back to life),
+        unless the stored version is newer: an old version never overwrites a new one."""
+        if not page.candidates:
             return []
         stored = await self.conn.fetch(
             f"SELECT {self.key_sql} AS k, _hash, _cursor, "
             f"(_deleted_at IS NOT NULL OR _absent_scans <> 0) AS revive "
             f"FROM {self.table} WHERE {self.key_sql} = ANY($1::{self.key_type}[])",
-            list(page.rows),
+            list(page.candidates),
         )
         known = {row["k"]: row for row in stored}
-        hash_index = len(self.stream.columns) + 1
         out = []
-        for key, row in page.rows.items():
+        for key, candidate in page.candidates.items():
             current = known.get(key)
             if current is None or current["revive"]:
-                out.append(row)
+                out.append(key)
+            elif current["_hash"] == candidate.digest:
                 continue
-            if current["_hash"] == row[hash_index]:
-                continue
-            incoming_cursor = row[hash_index + 1]
-            if (
+            elif (
                 current["_cursor"] is not None
-                and incoming_cursor is not None
-                and incoming_cursor < current["_cursor"]
+                and candidate.cursor is not None
+                and candidate.cursor < current["_cursor"]
             ):
-                continue  # an older version than the stored one: never go back in time
-            out.append(row)
+                continue
+            else:
+                out.append(key)
         return out
 
     def _upsert_sql(self) -> str:
@@ -420,7 +457,12 @@ def _convert(
         if fixed and column.name in fixed:
             values.append(fixed[column.name])
             continue
-        value = column.derive(record, context or {}) if column.derive else dig(record, path)
+        if column.derive is not None:
+            value = column.derive(record, context or {})
+        elif len(path) == 1:  # most columns: one dict lookup, no path walk
+            value = record.get(path[0])
+        else:
+            value = dig(record, path)
         if value is not None:
             try:
                 value = column.type.convert(value)

@@ -32,6 +32,26 @@ class Page:
     records: list[Any]
     number: int
     checkpoint: datetime | None = None
+    # The page numbers a batch was merged from (empty: just `number`).
+    merged: tuple[int, ...] = ()
+
+    @property
+    def numbers(self) -> tuple[int, ...]:
+        return self.merged or (self.number,)
+
+
+def merge(pages: list[Page]) -> Page:
+    """Several pages as one batch (one transaction): the records in order, and the latest
+    checkpoint, which is safe because pages of sorted streams arrive in cursor order."""
+    if len(pages) == 1:
+        return pages[0]
+    checkpoints = [p.checkpoint for p in pages if p.checkpoint is not None]
+    return Page(
+        [record for page in pages for record in page.records],
+        pages[0].number,
+        max(checkpoints) if checkpoints else None,
+        tuple(n for page in pages for n in page.numbers),
+    )
 
 
 class Paginator(ABC):

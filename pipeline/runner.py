@@ -27,7 +27,7 @@ from pipeline.errors import Interrupted, NotFound, PipelineError, SourceHttpErro
 from pipeline.http import HttpClient, JsonResponse
 from pipeline.load import Checkpoint, PageResult, TableWriter
 from pipeline.logs import get_logger, secrets
-from pipeline.paginators import Page, Paginator
+from pipeline.paginators import Page, Paginator, merge
 from pipeline.sources import SOURCES
 from pipeline.state import advance_watermark, read_state, save_checkpoint
 from pipeline.streams import Deletions, Incremental, Partitions, SourceSpec, Stream, dig
@@ -36,7 +36,9 @@ log = get_logger(__name__)
 
 # Detail-endpoint probes per run for delete candidates; beyond it, the two-scan rule decides.
 MAX_DELETE_PROBES = 1000
-QUEUE_DEPTH = 4
+QUEUE_DEPTH = 8
+# Records per load transaction at most, when pages wait in the queue.
+BATCH_RECORDS = 2000
 
 
 @dataclass(frozen=True)
@@ -359,7 +361,7 @@ class _StreamRun:
         assert row_id is not None
 
         async def checkpoint(conn: asyncpg.Connection, result: PageResult) -> None:
-            await history.add_page(conn, row_id, result)
+            await history.add_page(conn, row_id, result, pages=len(page.numbers))
             if checkpoint_at is not None:
                 await advance_watermark(conn, self.key, checkpoint_at, self.run_id)
             if also is not None:
@@ -367,7 +369,7 @@ class _StreamRun:
 
         result = await writer.write_page(page.records, checkpoint)
         self.outcome.totals.add(result)
-        self.outcome.pages += 1
+        self.outcome.pages += len(page.numbers)
         if self.runner.progress is not None:
             self.runner.progress(self.key, page, result)
         if checkpoint_at is not None:
@@ -597,15 +599,17 @@ class _StreamRun:
             chosen = (
                 page
                 if sorted_by_cursor
-                else Page([r for r in page.records if in_window(r)], page.number)
+                else Page(
+                    [r for r in page.records if in_window(r)], page.number, merged=page.numbers
+                )
             )
             if mode.dry_run:
-                self.outcome.pages += 1
+                self.outcome.pages += len(page.numbers)
                 self.outcome.totals.read += len(chosen.records)
                 if self.runner.progress is not None:
                     self.runner.progress(self.key, chosen, PageResult(read=len(chosen.records)))
                 continue
-            done_pages.add(page.number)
+            done_pages.update(page.numbers)
             progress: dict[str, Any] = {"window": window}
             if sorted_by_cursor and page.checkpoint is not None:
                 progress["position"] = page.checkpoint.isoformat()
@@ -633,8 +637,14 @@ def _segment(value: Any) -> str:
 _DONE = object()
 
 
-async def _overlapped(pages: AsyncIterator[Page], depth: int = QUEUE_DEPTH) -> AsyncIterator[Page]:
-    """Fetch ahead of the loader: up to `depth` pages wait while one is being written."""
+async def _overlapped(
+    pages: AsyncIterator[Page], depth: int = QUEUE_DEPTH, batch_records: int = BATCH_RECORDS
+) -> AsyncIterator[Page]:
+    """Fetch ahead of the loader: up to `depth` pages wait while a batch is being written.
+
+    The pages waiting when the loader comes back are merged into one batch (up to
+    `batch_records` records), so a fast source costs one COPY + upsert transaction per batch
+    rather than per page, and a slow one still loads each page as soon as it arrives."""
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
 
     async def produce() -> None:
@@ -651,13 +661,24 @@ async def _overlapped(pages: AsyncIterator[Page], depth: int = QUEUE_DEPTH) -> A
 
     producer = asyncio.create_task(produce())
     try:
-        while True:
+        ended: Any = None
+        while ended is None:
             item = await queue.get()
-            if item is _DONE:
+            if item is _DONE or isinstance(item, BaseException):
+                ended = item
                 break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+            batch = [item]
+            size = len(item.records)
+            while size < batch_records and not queue.empty():
+                item = queue.get_nowait()
+                if item is _DONE or isinstance(item, BaseException):
+                    ended = item
+                    break
+                batch.append(item)
+                size += len(item.records)
+            yield merge(batch)
+        if isinstance(ended, BaseException):
+            raise ended
     finally:
         producer.cancel()
         await asyncio.gather(producer, return_exceptions=True)

@@ -59,7 +59,7 @@ class ColumnType:
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, str):
+    if type(value) is str:  # the common case first: a plain string
         if "\x00" in value:
             raise ValueError("contains a NUL character")
         return value
