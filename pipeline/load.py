@@ -117,13 +117,16 @@ class TableWriter:
         self.run_id = run_id
         self.stream_key = f"{source.name}.{stream.name}"
         self.table = f"{_ident(source.schema)}.{_ident(stream.name)}"
+        self.table_name = stream.name
         self.stage = _ident(f"stage_{source.schema}_{stream.name}")
         self.seen = _ident(f"seen_{source.schema}_{stream.name}")
         self.key = stream.primary_key
+        self.key_index = [c.name for c in stream.columns].index(self.key.name)
         self.key_sql = _ident(self.key.name)
         self.key_type = _SQL_TYPE[self.key.type.label]
         self._key_path = self.key.source_path
         self._columns = [(c, c.source_path) for c in stream.columns]
+        self._build_row = compile_row_builder(self._columns)
         self.copy_columns = [c.name for c in stream.columns] + [
             "data",
             "_hash",
@@ -227,7 +230,10 @@ class TableWriter:
             candidate = page.candidates[key]
             record = candidate.record
             try:
-                values = _convert(record, self._columns, self._fixed, context)
+                try:
+                    values = self._build_row(record, self._fixed, context)
+                except ValueError:
+                    values = _convert(record, self._columns, self._fixed, context)  # the reason
                 if self._children:
                     children[key] = [
                         _child_rows(key, record, child, columns)
@@ -270,19 +276,35 @@ class TableWriter:
             if cursor is not None and (result.max_cursor is None or cursor > result.max_cursor):
                 result.max_cursor = cursor
         async with self.conn.transaction():
-            changed = await self._changed_keys(page)
-            rows, children, bad_values = self._typed_rows(changed, page)
+            new, changed = await self._changed_keys(page)
+            new_rows, children, bad_new = self._typed_rows(new, page)
+            rows, changed_children, bad_changed = self._typed_rows(changed, page)
+            children.update(changed_children)
+            bad_values = [*bad_new, *bad_changed]
             rejected = [*page.rejected, *bad_values]
             result.quarantined = len(rejected)
             if rejected:
                 await self._quarantine(rejected)
+            if new_rows:
+                # Keys not in the table yet (and no other writer while we hold the stream's
+                # lock): COPY them straight in, without the staging table and the merge.
+                await self.conn.copy_records_to_table(
+                    self.table_name,
+                    schema_name=self.schema,
+                    records=new_rows,
+                    columns=self.copy_columns,
+                )
+                result.inserted = len(new_rows)
+                if self._children:
+                    await self._insert_children([row[self.key_index] for row in new_rows], children)
             if rows:
                 await self.conn.copy_records_to_table(
                     self.stage.strip('"'), records=rows, columns=self.copy_columns
                 )
                 flags = await self.conn.fetch(self._upsert_sql())
-                result.inserted = sum(1 for f in flags if f["inserted"])
-                result.updated = len(flags) - result.inserted
+                inserted = sum(1 for f in flags if f["inserted"])
+                result.inserted += inserted
+                result.updated = len(flags) - inserted
                 if self._children:
                     await self._replace_children([f["k"] for f in flags], children)
             result.unchanged = (
@@ -301,11 +323,17 @@ class TableWriter:
         self, written: list[Any], children: dict[Any, list[list[tuple[Any, ...]]]]
     ) -> None:
         """Child rows follow their parent: the written parents' rows are replaced wholesale."""
-        for index, (child, table, columns) in enumerate(self._children):
+        for child, table, _ in self._children:
             await self.conn.execute(
                 f"DELETE FROM {table} WHERE {_ident(child.parent_column)} = ANY($1::{self.key_type}[])",
                 written,
             )
+        await self._insert_children(written, children)
+
+    async def _insert_children(
+        self, written: list[Any], children: dict[Any, list[list[tuple[Any, ...]]]]
+    ) -> None:
+        for index, (child, _, columns) in enumerate(self._children):
             rows = [row for key in written for row in children[key][index]]
             if rows:
                 await self.conn.copy_records_to_table(
@@ -331,11 +359,12 @@ class TableWriter:
             ],
         )
 
-    async def _changed_keys(self, page: PreparedPage) -> list[Any]:
-        """Keys whose content differs from the stored row (or that must come back to life),
-        unless the stored version is newer: an old version never overwrites a new one."""
+    async def _changed_keys(self, page: PreparedPage) -> tuple[list[Any], list[Any]]:
+        """Keys not stored yet, and keys whose content differs from the stored row (or that
+        must come back to life) unless the stored version is newer: an old version never
+        overwrites a new one."""
         if not page.candidates:
-            return []
+            return [], []
         stored = await self.conn.fetch(
             f"SELECT {self.key_sql} AS k, _hash, _cursor, "
             f"(_deleted_at IS NOT NULL OR _absent_scans <> 0) AS revive "
@@ -343,10 +372,12 @@ class TableWriter:
             list(page.candidates),
         )
         known = {row["k"]: row for row in stored}
-        out = []
+        new, out = [], []
         for key, candidate in page.candidates.items():
             current = known.get(key)
-            if current is None or current["revive"]:
+            if current is None:
+                new.append(key)
+            elif current["revive"]:
                 out.append(key)
             elif current["_hash"] == candidate.digest:
                 continue
@@ -358,7 +389,7 @@ class TableWriter:
                 continue
             else:
                 out.append(key)
-        return out
+        return new, out
 
     def _upsert_sql(self) -> str:
         if not hasattr(self, "_upsert"):
@@ -443,6 +474,49 @@ class TableWriter:
             self.run_id,
         )
         return int(status.split()[-1])
+
+
+# Values of these JSON types need no conversion for these column types (the common case).
+_ALREADY_RIGHT = {"text": "str", "bigint": "int", "boolean": "bool"}
+
+
+def compile_row_builder(
+    columns: Sequence[tuple[Column, tuple[str, ...]]],
+) -> Callable[[dict[str, Any], Mapping[str, Any], Mapping[str, Any]], list[Any]]:
+    """A function typing one record, specialised to the stream's columns.
+
+    The hot loop of a load: generic code spends most of its time on lookups and calls per
+    column, so the column list is turned into straight-line code once per stream, with a type
+    check that skips the converter when the JSON value already fits. Any ValueError sends the
+    caller to `_convert`, which names the offending field.
+    """
+    lines = ["def build(record, fixed, context):"]
+    names: dict[str, Any] = {"dig": dig}
+    for i, (column, path) in enumerate(columns):
+        names[f"conv{i}"] = column.type.convert
+        names[f"derive{i}"] = column.derive
+        lines.append(f"    if {column.name!r} in fixed:")
+        lines.append(f"        v{i} = fixed[{column.name!r}]")
+        lines.append("    else:")
+        if column.derive is not None:
+            lines.append(f"        v{i} = derive{i}(record, context)")
+        elif len(path) == 1:
+            lines.append(f"        v{i} = record.get({path[0]!r})")
+        else:
+            lines.append(f"        v{i} = dig(record, {path!r})")
+        fits = _ALREADY_RIGHT.get(column.type.label)
+        if fits == "str":
+            lines.append(
+                f"        if v{i} is not None and (type(v{i}) is not str or '\\x00' in v{i}):"
+            )
+        elif fits is not None:
+            lines.append(f"        if v{i} is not None and type(v{i}) is not {fits}:")
+        else:
+            lines.append(f"        if v{i} is not None:")
+        lines.append(f"            v{i} = conv{i}(v{i})")
+    lines.append("    return [" + ", ".join(f"v{i}" for i in range(len(columns))) + "]")
+    exec("\n".join(lines), names)
+    return names["build"]  # type: ignore[no-any-return]
 
 
 def _convert(
