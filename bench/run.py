@@ -242,7 +242,9 @@ async def load_only_and_raw_copy(server_url: str, n: int) -> tuple[Measure, Meas
 
         page = writer.prepare_page(records)
         rows, _, _ = writer._typed_rows(list(page.candidates), page)
-        await conn.execute("CREATE TABLE public.raw_copy (LIKE afosto.shipments INCLUDING DEFAULTS)")
+        await conn.execute(
+            "CREATE TABLE public.raw_copy (LIKE afosto.shipments INCLUDING DEFAULTS)"
+        )
         started = time.perf_counter()
         await conn.copy_records_to_table("raw_copy", records=rows, columns=writer.copy_columns)
         copy_seconds = time.perf_counter() - started
