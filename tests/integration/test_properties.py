@@ -33,6 +33,7 @@ STREAMS = ["soho.customers", "valomnia.authorities", "afosto.shipments", "afosto
 class SyncMachine(RuleBasedStateMachine):
     server_url: ClassVar[str]
     template: ClassVar[str]
+    examples_checked: ClassVar[int] = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -258,6 +259,7 @@ class SyncMachine(RuleBasedStateMachine):
         outcomes = await self._sync(STREAMS, Mode("reconcile"))
         assert all(o.status == "succeeded" for o in outcomes), [o.error for o in outcomes]
         await self._check(STREAMS, exact=True)
+        SyncMachine.examples_checked += 1
 
 
 def test_after_a_quiet_sync_and_reconcile_the_database_equals_the_source(
@@ -265,6 +267,7 @@ def test_after_a_quiet_sync_and_reconcile_the_database_equals_the_source(
 ) -> None:
     SyncMachine.server_url = pg_server_url
     SyncMachine.template = template_database
+    SyncMachine.examples_checked = 0
     run_state_machine_as_test(
         SyncMachine,
         settings=settings(
@@ -275,6 +278,8 @@ def test_after_a_quiet_sync_and_reconcile_the_database_equals_the_source(
             database=None,
         ),
     )
+    # Failures raise above; this guards against a machine that never reached its check.
+    assert SyncMachine.examples_checked >= 1
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
