@@ -256,3 +256,51 @@ async def test_bad_records_are_quarantined_and_the_rest_loads(
         assert await scalar(engine, "SELECT quarantined FROM pipeline.sync_runs") == 1
     else:
         assert stored == after  # the unknown field is kept in `data`
+
+
+# ---- pages that overlap or overflow ----------------------------------------------------------
+
+
+async def test_the_same_record_on_two_pages_is_stored_once(engine: AsyncEngine) -> None:
+    """A record inserted before the current offset mid-scan pushes one record onto two pages."""
+    async with serve(SohoSimulator(customers=80, seed=96)) as running:
+        sim: Any = running.sim
+        pushed: list[int] = []
+
+        def insert_in_front(_sim: Any, request: Any) -> None:
+            if request.query.get("page") == "2" and not pushed:
+                pushed.append(sim.insert_customer(id=1)["id"])  # below every existing id
+
+        sim.on_request(insert_in_front)
+        settings = make_settings(running, soho_extra={"max_concurrency": 1})
+        outcome = (await sync(engine, settings, "customers"))["soho.customers"]
+        truth = {c["id"]: c for c in sim.truth()}
+
+    assert outcome.status == "succeeded" and pushed == [1]
+    stored = await _stored(engine, TARGETS[0])
+    assert outcome.totals.read == 81  # one record was read twice (and the new one missed)...
+    assert set(truth) - set(stored) == {1}  # ...so only the record inserted mid-scan waits
+    assert {k: v for k, v in truth.items() if k != 1} == stored  # for the next run
+
+
+async def test_a_page_far_larger_than_asked_is_taken_as_it_comes(engine: AsyncEngine) -> None:
+    import orjson
+
+    sim = AfostoSimulator(
+        contacts=1, shipments=120, parcels=1, groups=1, prices_per_group=1, seed=97
+    )
+    everything = sim.truth("shipments")
+    async with serve(sim) as running:
+        # The second page answers with 120 records where 25 were asked for.
+        running.sim.faults.add(
+            HttpError(200, body=orjson.dumps(everything), content_type="application/json"),
+            times=1,
+            after=1,
+            path_prefix="/lcs/shipments",
+        )
+        settings = make_settings(afosto=running, streams={"afosto.shipments": {"page_size": 25}})
+        outcome = (await sync(engine, settings, "shipments"))["afosto.shipments"]
+
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.totals.inserted == 120 and outcome.totals.read > 120  # duplicates merged
+    assert await _stored(engine, TARGETS[2]) == {s["id"]: s for s in everything}
