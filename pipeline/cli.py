@@ -104,8 +104,9 @@ async def _run_streams(
 ) -> tuple[list[Any], bool]:
     """Validate, connect, check the schema, run; a first SIGTERM/Ctrl-C stops at a page
     boundary. Returns the outcomes and whether a stop was asked for."""
-    from pipeline.runner import Runner, select_streams
+    from pipeline.runner import Runner
     from pipeline.shutdown import GracefulStop
+    from pipeline.targets import select_streams
 
     settings = _settings(args, require_file=True)
     targets = select_streams(settings, names)
@@ -182,8 +183,8 @@ def _moment(text: str | None, option: str) -> Any:
 
 
 async def cmd_reset(args: argparse.Namespace) -> int:
-    from pipeline.runner import select_streams
     from pipeline.state import forget
+    from pipeline.targets import select_streams
 
     settings = _settings(args, require_file=True)
     [target] = select_streams(settings, [args.stream])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,15 +22,14 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import history
-from pipeline.config import ConfigError, Settings, SourceConfig, StreamSettings
 from pipeline.errors import Interrupted, NotFound, PipelineError, SourceHttpError
 from pipeline.http import HttpClient, JsonResponse
 from pipeline.load import Checkpoint, PageResult, TableWriter
 from pipeline.logs import get_logger, secrets
 from pipeline.paginators import Page, Paginator, merge
-from pipeline.sources import SOURCES
 from pipeline.state import advance_watermark, read_state, save_checkpoint
-from pipeline.streams import Deletions, Incremental, Partitions, SourceSpec, Stream, dig
+from pipeline.streams import Deletions, Incremental, Partitions, Stream, dig
+from pipeline.targets import StreamTarget, build_client
 
 log = get_logger(__name__)
 
@@ -39,41 +38,6 @@ MAX_DELETE_PROBES = 1000
 QUEUE_DEPTH = 8
 # Records per load transaction at most, when pages wait in the queue.
 BATCH_RECORDS = 2000
-
-
-@dataclass(frozen=True)
-class StreamTarget:
-    source: SourceSpec
-    stream: Stream
-    config: SourceConfig
-
-    @property
-    def key(self) -> str:
-        """The stream's name in locks, state and run history; a filtered stream is its own."""
-        base = f"{self.source.name}.{self.stream.name}"
-        chosen = self.filter_params
-        if not chosen:
-            return base
-        return base + "[" + ",".join(f"{k}={v}" for k, v in sorted(chosen.items())) + "]"
-
-    @property
-    def filter_params(self) -> dict[str, str]:
-        """Query parameters of the filters set in this stream's settings."""
-        values = {f.param: getattr(self.settings, f.setting, None) for f in self.stream.filters}
-        return {param: str(value) for param, value in values.items() if value is not None}
-
-    @property
-    def filter_scope(self) -> list[tuple[str, Any]]:
-        """The rows the filtered list covers: where its silence can mean a deletion."""
-        return [
-            (f.condition, getattr(self.settings, f.setting))
-            for f in self.stream.filters
-            if getattr(self.settings, f.setting, None) is not None
-        ]
-
-    @property
-    def settings(self) -> StreamSettings:
-        return self.config.streams[self.stream.name]
 
 
 @dataclass
@@ -86,48 +50,6 @@ class StreamOutcome:
     seconds: float = 0.0
     watermark: datetime | None = None
     error: str | None = None
-
-
-def select_streams(settings: Settings, names: Iterable[str]) -> list[StreamTarget]:
-    """`source.stream` or bare `stream` names; none means every enabled stream configured."""
-    available = [
-        StreamTarget(SOURCES[name], stream, config)
-        for name, config in settings.sources.items()
-        for stream in SOURCES[name].streams
-    ]
-    names = list(names)
-    if not names:
-        return [t for t in available if t.settings.enabled]
-    chosen: list[StreamTarget] = []
-    for name in names:
-        matches = [t for t in available if name in (t.key, t.stream.name)]
-        if not matches:
-            known = ", ".join(t.key for t in available) or "none (no source is configured)"
-            raise ConfigError(f"unknown stream '{name}'; configured streams: {known}")
-        if len(matches) > 1:
-            raise ConfigError(
-                f"stream name '{name}' is ambiguous; use one of: "
-                + ", ".join(t.key for t in matches)
-            )
-        if matches[0] not in chosen:
-            chosen.append(matches[0])
-    return chosen
-
-
-def build_client(spec: SourceSpec, config: SourceConfig) -> HttpClient:
-    s = config.settings
-    return HttpClient(
-        spec.name,
-        spec.api_root(s),
-        auth=spec.make_auth(s),
-        max_concurrency=s.max_concurrency,
-        requests_per_second=s.requests_per_second,
-        timeout_seconds=s.timeout_seconds,
-        max_retries=s.max_retries,
-        backoff_seconds=s.backoff_seconds,
-        max_response_bytes=int(s.max_response_mb * 1024 * 1024),
-        verify_tls=s.verify_tls,
-    )
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline.config import Settings
 from pipeline.cron import cron_trigger
 from pipeline.logs import get_logger
-from pipeline.runner import Mode, Runner, StreamTarget, select_streams
+from pipeline.runner import Mode, Runner
 from pipeline.streams import Incremental
+from pipeline.targets import StreamTarget, select_streams
 
 log = get_logger(__name__)
 

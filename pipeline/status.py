@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import Settings
 from pipeline.cron import period
-from pipeline.runner import StreamTarget
 from pipeline.sources import SOURCES
+from pipeline.targets import StreamTarget
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline.config import Settings, settings_from_mapping
 from pipeline.demo import source_settings
 from pipeline.logs import secrets
-from pipeline.runner import Runner, StreamOutcome, select_streams
+from pipeline.runner import Runner, StreamOutcome
 from pipeline.sandbox import RunningSimulator
 from pipeline.sources import SOURCES
+from pipeline.targets import select_streams
 
 
 def make_settings(

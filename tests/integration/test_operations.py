@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.report import exit_code
-from pipeline.runner import Mode, Runner, select_streams
+from pipeline.runner import Mode, Runner
 from pipeline.sandbox import HttpError, RunningSimulator, SohoSimulator, ValomniaSimulator, serve
 from pipeline.scheduler import StreamScheduler
+from pipeline.targets import select_streams
 from tests.helpers import execute, live_rows, make_settings, rows, scalar, sync
 
 AUTHORITIES = "valomnia.authorities"

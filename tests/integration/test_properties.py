@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from pipeline import db
-from pipeline.runner import Mode, Runner, select_streams
+from pipeline.runner import Mode, Runner
 from pipeline.sandbox import AfostoSimulator, HttpError, SohoSimulator, ValomniaSimulator, start
+from pipeline.targets import select_streams
 from tests.helpers import make_settings
 
 EXAMPLES = int(os.environ.get("PIPELINE_PROPERTY_EXAMPLES", "12"))

@@ -106,8 +106,8 @@ def test_stream_and_source_names_from_config_must_be_declared() -> None:
     import pytest
 
     from pipeline.config import ConfigError, settings_from_mapping
-    from pipeline.runner import select_streams
     from pipeline.sources import SOURCES
+    from pipeline.targets import select_streams
 
     hostile = 'soho"; DROP TABLE soho.customers; --'
     with pytest.raises(ConfigError, match="unknown source"):

@@ -128,3 +128,12 @@ async def test_credential_identifiers_and_the_token_never_reach_the_logs(
     for record in sim.truth():
         if record["identifier"]:
             assert record["identifier"] not in text
+
+
+async def test_a_filtered_stream_is_named_like_any_other(sparkfly: RunningSimulator) -> None:
+    from pipeline.targets import select_streams
+
+    settings = make_settings(sparkfly=sparkfly, streams={KEY: {"member_id": 1001}})
+    for name in ("credentials", "sparkfly.credentials", "sparkfly.credentials[member_id=1001]"):
+        [target] = select_streams(settings, [name])
+        assert target.key == "sparkfly.credentials[member_id=1001]"
