@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.serve_sims import checksum  # noqa: E402
 from pipeline import db  # noqa: E402
 from pipeline.config import settings_from_mapping  # noqa: E402
+from pipeline.gctune import tune_for_bulk_records  # noqa: E402
 from pipeline.http import HttpClient  # noqa: E402
 from pipeline.load import TableWriter  # noqa: E402
 from pipeline.logs import configure_logging  # noqa: E402
@@ -450,4 +451,6 @@ if __name__ == "__main__":
     parser.add_argument("--skip-latency", action="store_true", help="skip the 50 ms customers runs")
     parser.add_argument("--quick", action="store_true", help="skip the authorities runs")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    arguments = parser.parse_args()
+    tune_for_bulk_records()  # as the `pipeline` command does: load-only runs in this process
+    sys.exit(asyncio.run(main(arguments)))

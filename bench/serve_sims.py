@@ -53,6 +53,7 @@ async def main() -> None:
         "soho": SohoSimulator(customers=args.customers, latency=args.customer_latency, seed=7),
         "valomnia": ValomniaSimulator(authorities=args.authorities, seed=7),
     }
+    sims["afosto"].warm("shipments")
     running = {name: await start(sim) for name, sim in sims.items()}
     print(
         json.dumps(

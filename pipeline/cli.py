@@ -13,10 +13,11 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from pipeline.config import ConfigError, Settings, load_settings, resolve_config_path
 from pipeline.errors import PipelineError
+from pipeline.gctune import tune_for_bulk_records
 from pipeline.logs import configure_logging, get_logger, secrets
 from pipeline.report import console
 
@@ -431,5 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
+def run() -> NoReturn:
+    """The `pipeline` command's process entry point (tests call `main` in-process instead)."""
+    tune_for_bulk_records()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

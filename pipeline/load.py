@@ -83,10 +83,38 @@ class Candidate:
 
 @dataclass
 class PreparedPage:
+    """A page (or batch) after the pure, per-record work: done by the runner as pages arrive,
+    so that it overlaps the database work of the batch before."""
+
     candidates: dict[Any, Candidate] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
     seen_keys: list[Any] = field(default_factory=list)
     read: int = 0
+
+    def offer(self, key: Any, candidate: Candidate) -> None:
+        """The same key twice in a batch: keep the newer version."""
+        previous = self.candidates.get(key)
+        if (
+            previous is not None
+            and candidate.cursor is not None
+            and previous.cursor is not None
+            and candidate.cursor < previous.cursor
+        ):
+            return
+        self.candidates[key] = candidate
+
+    @classmethod
+    def merged(cls, pages: Sequence[PreparedPage]) -> PreparedPage:
+        if len(pages) == 1:
+            return pages[0]
+        batch = cls()
+        for page in pages:
+            batch.read += page.read
+            batch.rejected += page.rejected
+            batch.seen_keys += page.seen_keys
+            for key, candidate in page.candidates.items():
+                batch.offer(key, candidate)
+        return batch
 
 
 def _raw_text(record: Any) -> str:
@@ -211,12 +239,8 @@ class TableWriter:
                     page.seen_keys.append(key)  # it exists at the source: never "absent"
                 continue
             page.seen_keys.append(key)
-            previous = page.candidates.get(key)
-            if previous is not None and cursor is not None and previous.cursor is not None:
-                if cursor < previous.cursor:
-                    continue  # the same key twice in a batch: keep the newer version
             digest = hashlib.blake2b(canonical, digest_size=16).digest()
-            page.candidates[key] = Candidate(record, cursor, canonical, digest)
+            page.offer(key, Candidate(record, cursor, canonical, digest))
         return page
 
     def _typed_rows(
@@ -267,9 +291,9 @@ class TableWriter:
     # ---- the transaction --------------------------------------------------------------------
 
     async def write_page(
-        self, records: Sequence[Any], checkpoint: Checkpoint | None = None
+        self, records: Sequence[Any] | PreparedPage, checkpoint: Checkpoint | None = None
     ) -> PageResult:
-        page = self.prepare_page(records)
+        page = records if isinstance(records, PreparedPage) else self.prepare_page(records)
         result = PageResult(read=page.read)
         for candidate in page.candidates.values():
             cursor = candidate.cursor
@@ -310,11 +334,6 @@ class TableWriter:
             result.unchanged = (
                 len(page.candidates) - len(bad_values) - result.inserted - result.updated
             )
-            if self.track_seen and page.seen_keys:
-                await self.conn.execute(
-                    f"INSERT INTO {self.seen} SELECT unnest($1::{self.key_type}[]) ON CONFLICT DO NOTHING",
-                    page.seen_keys,
-                )
             if checkpoint is not None:
                 await checkpoint(self.conn, result)
         return result
@@ -363,14 +382,7 @@ class TableWriter:
         """Keys not stored yet, and keys whose content differs from the stored row (or that
         must come back to life) unless the stored version is newer: an old version never
         overwrites a new one."""
-        if not page.candidates:
-            return [], []
-        stored = await self.conn.fetch(
-            f"SELECT {self.key_sql} AS k, _hash, _cursor, "
-            f"(_deleted_at IS NOT NULL OR _absent_scans <> 0) AS revive "
-            f"FROM {self.table} WHERE {self.key_sql} = ANY($1::{self.key_type}[])",
-            list(page.candidates),
-        )
+        stored = await self._stored_versions(page)
         known = {row["k"]: row for row in stored}
         new, out = [], []
         for key, candidate in page.candidates.items():
@@ -390,6 +402,22 @@ class TableWriter:
             else:
                 out.append(key)
         return new, out
+
+    async def _stored_versions(self, page: PreparedPage) -> list[asyncpg.Record]:
+        """Hash, cursor and liveness of the batch's stored rows; the batch's keys are noted as
+        seen by this scan in the same statement (one round trip: a quiet batch costs one)."""
+        keys_type = f"{self.key_type}[]"
+        select = (
+            f"SELECT {self.key_sql} AS k, _hash, _cursor, "
+            f"(_deleted_at IS NOT NULL OR _absent_scans <> 0) AS revive "
+            f"FROM {self.table} WHERE {self.key_sql} = ANY($1::{keys_type})"
+        )
+        if not (self.track_seen and page.seen_keys):
+            return await self.conn.fetch(select, list(page.candidates)) if page.candidates else []
+        note_seen = f"INSERT INTO {self.seen} SELECT unnest($2::{keys_type}) ON CONFLICT DO NOTHING"
+        return await self.conn.fetch(
+            f"WITH seen AS ({note_seen}) {select}", list(page.candidates), page.seen_keys
+        )
 
     def _upsert_sql(self) -> str:
         if not hasattr(self, "_upsert"):

@@ -34,6 +34,8 @@ class Page:
     checkpoint: datetime | None = None
     # The page numbers a batch was merged from (empty: just `number`).
     merged: tuple[int, ...] = ()
+    # The loader's pure per-record work on `records`, when the runner did it ahead of time.
+    prepared: Any = None
 
     @property
     def numbers(self) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline import history
 from pipeline.errors import Interrupted, NotFound, PipelineError, SourceHttpError
 from pipeline.http import HttpClient, JsonResponse
-from pipeline.load import Checkpoint, PageResult, TableWriter
+from pipeline.load import Checkpoint, PageResult, PreparedPage, TableWriter
 from pipeline.logs import get_logger, secrets
 from pipeline.paginators import Page, Paginator, merge
 from pipeline.state import advance_watermark, read_state, save_checkpoint
@@ -35,7 +35,9 @@ log = get_logger(__name__)
 
 # Detail-endpoint probes per run for delete candidates; beyond it, the two-scan rule decides.
 MAX_DELETE_PROBES = 1000
-QUEUE_DEPTH = 8
+# Records fetched ahead of the loader at most (counted in records, not pages: a page holds 25
+# records or 1,000): enough to fill the next batch while one is being written.
+AHEAD_RECORDS = 4000
 # Records per load transaction at most, when pages wait in the queue.
 BATCH_RECORDS = 2000
 
@@ -289,7 +291,8 @@ class _StreamRun:
             if also is not None:
                 await also(conn, result)
 
-        result = await writer.write_page(page.records, checkpoint)
+        prepared = page.prepared if page.prepared is not None else page.records
+        result = await writer.write_page(prepared, checkpoint)
         self.outcome.totals.add(result)
         self.outcome.pages += len(page.numbers)
         if self.runner.progress is not None:
@@ -315,7 +318,7 @@ class _StreamRun:
         paginator, fetch = self._paginator_and_fetch(stream, path, parent)
         pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
         totals = PageResult()
-        async for page in _overlapped(pages):
+        async for page in _overlapped(pages, writer.prepare_page):
             totals.add(await self._load(writer, page, None))
         return totals
 
@@ -457,7 +460,7 @@ class _StreamRun:
             start = watermark - timedelta(seconds=self.target.settings.lookback_seconds)
         paginator, fetch = self._paginator_and_fetch(self.stream, self.stream.path)
         pages = paginator.pages(fetch, start=start, concurrency=self.client.max_concurrency)
-        async for page in _overlapped(pages):
+        async for page in _overlapped(pages, writer.prepare_page):
             checkpoint = min(page.checkpoint, self.run_start) if page.checkpoint else None
             await self._load(writer, page, checkpoint)
 
@@ -471,7 +474,7 @@ class _StreamRun:
             self.stream, self.stream.path, paginator_factory=self.stream.reconcile_paginator
         )
         pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
-        async for page in _overlapped(pages):
+        async for page in _overlapped(pages, writer.prepare_page):
             await self._load(writer, page, None)
         await self._settle_absences(writer, self.stream)
 
@@ -560,24 +563,40 @@ _DONE = object()
 
 
 async def _overlapped(
-    pages: AsyncIterator[Page], depth: int = QUEUE_DEPTH, batch_records: int = BATCH_RECORDS
+    pages: AsyncIterator[Page],
+    prepare: Callable[[list[Any]], PreparedPage] | None = None,
+    ahead_records: int = AHEAD_RECORDS,
+    batch_records: int = BATCH_RECORDS,
 ) -> AsyncIterator[Page]:
-    """Fetch ahead of the loader: up to `depth` pages wait while a batch is being written.
+    """Fetch ahead of the loader: up to `ahead_records` records wait while a batch is written.
 
     The pages waiting when the loader comes back are merged into one batch (up to
-    `batch_records` records), so a fast source costs one COPY + upsert transaction per batch
-    rather than per page, and a slow one still loads each page as soon as it arrives."""
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+    `batch_records` records), so a fast source costs one transaction per batch rather than per
+    page, and a slow one still loads each page as soon as it arrives. `prepare` (the writer's
+    pure work: keys, change times, content hashes) runs on each page as it arrives, so on one
+    core it fills the time the loader waits for the database instead of adding to it."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    room = asyncio.Condition()
+    waiting = 0  # records in the queue
+
+    def has_room() -> bool:
+        return waiting < ahead_records
 
     async def produce() -> None:
+        nonlocal waiting
         try:
             async for page in pages:
-                await queue.put(page)
-            await queue.put(_DONE)
+                if prepare is not None:
+                    page.prepared = prepare(page.records)
+                async with room:
+                    await room.wait_for(has_room)
+                    waiting += len(page.records)
+                queue.put_nowait(page)
+            queue.put_nowait(_DONE)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # handed to the consumer, which raises it
-            await queue.put(exc)
+            queue.put_nowait(exc)
         finally:
             await pages.aclose()  # type: ignore[attr-defined]
 
@@ -598,7 +617,13 @@ async def _overlapped(
                     break
                 batch.append(item)
                 size += len(item.records)
-            yield merge(batch)
+            async with room:
+                waiting -= size
+                room.notify_all()
+            merged = merge(batch)
+            if prepare is not None and len(batch) > 1:
+                merged.prepared = PreparedPage.merged([page.prepared for page in batch])
+            yield merged
         if isinstance(ended, BaseException):
             raise ended
     finally:

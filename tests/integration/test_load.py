@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.load import PageResult, TableWriter
+from pipeline.load import PageResult, PreparedPage, TableWriter
 from pipeline.sources import SOURCES
 from tests.helpers import live_rows, scalar
 
@@ -79,3 +79,20 @@ async def test_a_failing_checkpoint_rolls_back_the_whole_page(
         )
     assert await scalar(engine, "SELECT count(*) FROM valomnia.authorities") == 0
     assert await scalar(engine, "SELECT count(*) FROM pipeline.quarantine") == 0
+
+
+async def test_pages_prepared_apart_then_merged_keep_the_newer_version(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    """The runner hashes pages as they arrive and merges them into one batch: a key on two
+    pages of the batch still ends as its newer version, whatever the page order."""
+    first = writer.prepare_page([authority(5, "New", "2024-05-03T00:00:00Z")])
+    second = writer.prepare_page(
+        [authority(5, "Old", "2024-05-01T00:00:00Z"), authority(6, "Other", "2024-05-01T00:00:00Z")]
+    )
+
+    result = await writer.write_page(PreparedPage.merged([first, second]))
+
+    assert (result.read, result.inserted) == (3, 2)
+    rows = await live_rows(engine, "valomnia.authorities")
+    assert rows[5]["name"] == "New" and rows[6]["name"] == "Other"

@@ -263,7 +263,7 @@ def test_dockerfile_entrypoint_is_the_console_script() -> None:
     cmd = [args for keyword, args in instructions if keyword == "CMD"]
 
     assert _exec_form(entrypoint[-1]) == ["pipeline"]
-    assert scripts["pipeline"] == "pipeline.cli:main"
+    assert scripts["pipeline"] == "pipeline.cli:run"
     assert _exec_form(cmd[-1]) == ["--help"]
 
 
