@@ -148,6 +148,8 @@ class TableWriter:
         self.table_name = stream.name
         self.stage = _ident(f"stage_{source.schema}_{stream.name}")
         self.seen = _ident(f"seen_{source.schema}_{stream.name}")
+        self.absent = _ident(f"absent_{source.schema}_{stream.name}")
+        self._absent_known = False
         self.key = stream.primary_key
         self.key_index = [c.name for c in stream.columns].index(self.key.name)
         self.key_sql = _ident(self.key.name)
@@ -190,6 +192,9 @@ class TableWriter:
                 f"CREATE TEMP TABLE IF NOT EXISTS {self.seen} ({self.key_sql} {self.key_type} PRIMARY KEY)"
             )
             await self.conn.execute(f"TRUNCATE {self.seen}")
+            await self.conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {self.absent} ({self.key_sql} {self.key_type} PRIMARY KEY)"
+            )
 
     async def start_scan(
         self,
@@ -207,6 +212,7 @@ class TableWriter:
             self._scope.append((f"t.{_ident(partition[0])} = {{}}", partition[1]))
         if self.track_seen:
             await self.conn.execute(f"TRUNCATE {self.seen}")
+        self._absent_known = False
 
     # ---- validation (pure) -----------------------------------------------------------------
 
@@ -454,44 +460,64 @@ class TableWriter:
         )
         return sql, [value for _, value in self._scope]
 
+    async def _find_absent(self) -> None:
+        """Live rows in scope that the finished scan did not see, into a temporary table: one
+        pass over the stream's table per scan, however many questions follow (the delete
+        probes, then the absence counts), instead of one anti-join over the table each."""
+        if self._absent_known:
+            return
+        scope_sql, scope_args = self._in_scope(1)
+        await self.conn.execute(f"TRUNCATE {self.absent}")
+        await self.conn.execute(
+            f"INSERT INTO {self.absent} SELECT t.{self.key_sql} FROM {self.table} t "
+            f"WHERE t._deleted_at IS NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql}){scope_sql}",
+            *scope_args,
+        )
+        self._absent_known = True
+
+    def _still_absent(self) -> str:
+        """Rows of the absent set not seen since (a probe may have proved some alive)."""
+        return (
+            f"t.{self.key_sql} = ANY(ARRAY(SELECT a.{self.key_sql} FROM {self.absent} a)) "
+            f"AND t._deleted_at IS NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql})"
+        )
+
     async def absent_keys(self, limit: int) -> list[Any]:
         """Live rows the finished scan did not see: delete *candidates*, not deletions."""
-        scope_sql, scope_args = self._in_scope(2)
+        await self._find_absent()
         rows = await self.conn.fetch(
-            f"SELECT {self.key_sql} AS k FROM {self.table} t WHERE t._deleted_at IS NULL "
-            f"AND NOT EXISTS (SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql})"
-            f"{scope_sql} ORDER BY 1 LIMIT $1",
+            f"SELECT t.{self.key_sql} AS k FROM {self.table} t WHERE {self._still_absent()} "
+            f"ORDER BY 1 LIMIT $1",
             limit,
-            *scope_args,
         )
         return [r["k"] for r in rows]
 
     async def record_absences(self, confirmed_gone: Sequence[Any]) -> int:
         """After a complete scan: count one more absent scan for every live row it did not see,
         and mark deleted the rows confirmed gone (a 404 on their detail endpoint) and those absent
-        from two complete scans in a row. Returns how many rows were marked deleted.
+        from `_min_absent_scans` complete scans in a row. Returns how many rows were marked deleted.
 
         Call inside the transaction that also commits the scan's watermark."""
-        not_seen = (
-            f"NOT EXISTS (SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql})"
+        await self._find_absent()
+        gone = (
+            f"(t.{self.key_sql} = ANY($1::{self.key_type}[]) "
+            f"OR t._absent_scans + 1 >= {self._min_absent_scans})"
         )
-        scope_sql, scope_args = self._in_scope(1)
-        await self.conn.execute(
-            f"UPDATE {self.table} t SET _absent_scans = _absent_scans + 1 "
-            f"WHERE t._deleted_at IS NULL AND {not_seen}{scope_sql}",
-            *scope_args,
+        return int(
+            await self.conn.fetchval(
+                f"WITH counted AS (UPDATE {self.table} t SET "
+                f"_absent_scans = t._absent_scans + 1, "
+                f"_deleted_at = CASE WHEN {gone} THEN now() END, "
+                f"_synced_at = CASE WHEN {gone} THEN now() ELSE t._synced_at END, "
+                f"_run_id = CASE WHEN {gone} THEN $2 ELSE t._run_id END "
+                f"WHERE {self._still_absent()} RETURNING t._deleted_at) "
+                f"SELECT count(*) FILTER (WHERE _deleted_at IS NOT NULL) FROM counted",
+                list(confirmed_gone),
+                self.run_id,
+            )
         )
-        scope_sql, scope_args = self._in_scope(3)
-        status = await self.conn.execute(
-            f"UPDATE {self.table} t SET _deleted_at = now(), _synced_at = now(), _run_id = $2 "
-            f"WHERE t._deleted_at IS NULL AND {not_seen}{scope_sql} "
-            f"AND (t.{self.key_sql} = ANY($1::{self.key_type}[]) "
-            f"OR t._absent_scans >= {self._min_absent_scans})",
-            list(confirmed_gone),
-            self.run_id,
-            *scope_args,
-        )
-        return int(status.split()[-1])
 
     async def retire_partitions(self, column: str, live: Sequence[Any]) -> int:
         """Snapshot streams: rows of partitions (parents) that no longer exist are gone too."""
