@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ from pipeline.gctune import tune_for_bulk_records  # noqa: E402
 from pipeline.http import HttpClient  # noqa: E402
 from pipeline.load import TableWriter  # noqa: E402
 from pipeline.logs import configure_logging  # noqa: E402
-from pipeline.paginators import HeaderPages  # noqa: E402
+from pipeline.paginators import HeaderPages, Page  # noqa: E402
+from pipeline.runner import overlapped  # noqa: E402
 from pipeline.sandbox import AfostoSimulator  # noqa: E402
 from pipeline.sources import SOURCES  # noqa: E402
 
@@ -230,15 +232,20 @@ async def load_only_and_raw_copy(server_url: str, n: int) -> tuple[Measure, Meas
     spec = SOURCES["afosto"]
     stream = spec.stream("shipments")
     assert stream is not None
-    batch = 2000
     async with engine.connect() as sa_conn:
         conn: Any = (await sa_conn.get_raw_connection()).driver_connection
         writer = TableWriter(conn, spec, stream, uuid.uuid4())
         await writer.prepare()
         await writer.start_scan()
+
+        async def pages() -> AsyncIterator[Page]:
+            for number, i in enumerate(range(0, len(records), PAGE_SIZE), start=1):
+                yield Page(records[i : i + PAGE_SIZE], number)
+
+        # The runner's own path: pages prepared as they come, merged into batches, written.
         started = time.perf_counter()
-        for i in range(0, len(records), batch):
-            await writer.write_page(records[i : i + batch])
+        async for page in overlapped(pages(), writer.prepare_page):
+            await writer.write_page(page.prepared)
         load_seconds = time.perf_counter() - started
 
         page = writer.prepare_page(records)

@@ -174,8 +174,8 @@ class TableWriter:
             "_cursor",
             "_run_id",
         ]
-        # Which keys the current scan saw: what absences (deletions) are judged against.
-        self.track_seen = True
+        # Whether the table was empty when the current scan began (see `_stored_versions`).
+        self._first_load = False
         self.schema = source.schema
         self._children = [
             (
@@ -198,14 +198,12 @@ class TableWriter:
             f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} "
             f"(LIKE {self.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        if self.track_seen:
+        # The keys the current scan saw (what absences are judged against), and the absent ones.
+        for table in (self.seen, self.absent):
             await self.conn.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {self.seen} ({self.key_sql} {self.key_type} PRIMARY KEY)"
+                f"CREATE TEMP TABLE IF NOT EXISTS {table} ({self.key_sql} {self.key_type} PRIMARY KEY)"
             )
-            await self.conn.execute(f"TRUNCATE {self.seen}")
-            await self.conn.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {self.absent} ({self.key_sql} {self.key_type} PRIMARY KEY)"
-            )
+        await self.conn.execute(f"TRUNCATE {self.seen}")
 
     async def start_scan(
         self,
@@ -221,9 +219,11 @@ class TableWriter:
         self._scope = list(scope)
         if partition:
             self._scope.append((f"t.{_ident(partition[0])} = {{}}", partition[1]))
-        if self.track_seen:
-            await self.conn.execute(f"TRUNCATE {self.seen}")
+        await self.conn.execute(f"TRUNCATE {self.seen}")
         self._absent_known = False
+        self._first_load = not await self.conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {self.table})"
+        )
 
     # ---- validation (pure) -----------------------------------------------------------------
 
@@ -325,15 +325,9 @@ class TableWriter:
             result.quarantined = len(rejected)
             if rejected:
                 await self._quarantine(rejected)
+            if new_rows and not await self._copy_new(new_rows):
+                rows, new_rows = [*new_rows, *rows], []  # one was stored after all: merge all
             if new_rows:
-                # Keys not in the table yet (and no other writer while we hold the stream's
-                # lock): COPY them straight in, without the staging table and the merge.
-                await self.conn.copy_records_to_table(
-                    self.table_name,
-                    schema_name=self.schema,
-                    records=new_rows,
-                    columns=self.copy_columns,
-                )
                 result.inserted = len(new_rows)
                 if self._children:
                     await self._insert_children([row[self.key_index] for row in new_rows], children)
@@ -353,6 +347,26 @@ class TableWriter:
             if checkpoint is not None:
                 await checkpoint(self.conn, result)
         return result
+
+    async def _copy_new(self, rows: list[tuple[Any, ...]]) -> bool:
+        """COPY rows whose keys are not in the table straight in, without the staging table
+        and the merge (no other writer while we hold the stream's lock).
+
+        On a first load the keys were not looked up (see `_changed_keys`): a key this scan
+        already wrote (the same record on two pages of a moving list) fails the COPY, which is
+        then undone to a savepoint and False returned, for the caller to merge the rows instead."""
+        copy = self.conn.copy_records_to_table(
+            self.table_name, schema_name=self.schema, records=rows, columns=self.copy_columns
+        )
+        if not self._first_load:
+            await copy
+            return True
+        try:
+            async with self.conn.transaction():  # a savepoint
+                await copy
+        except asyncpg.UniqueViolationError:
+            return False
+        return True
 
     async def _replace_children(
         self, written: list[Any], children: dict[Any, list[list[tuple[Any, ...]]]]
@@ -397,7 +411,14 @@ class TableWriter:
     async def _changed_keys(self, page: PreparedPage) -> tuple[list[Any], list[Any]]:
         """Keys not stored yet, and keys whose content differs from the stored row (or that
         must come back to life) unless the stored version is newer: an old version never
-        overwrites a new one."""
+        overwrites a new one.
+
+        A first load (the table was empty when the scan began) looks nothing up and notes no
+        seen keys: every row in the table was then written by this scan, so none can be absent
+        at its end, and a key written twice is caught by `_copy_new`. That is an index probe and
+        a seen-key insert less per record on the largest load a stream ever does."""
+        if self._first_load:
+            return list(page.candidates), []
         stored = await self._stored_versions(page)
         known = {row["k"]: row for row in stored}
         new, out = [], []
@@ -423,16 +444,14 @@ class TableWriter:
         """Hash, cursor and liveness of the batch's stored rows; the batch's keys are noted as
         seen by this scan in the same statement (one round trip: a quiet batch costs one)."""
         keys_type = f"{self.key_type}[]"
-        select = (
-            f"SELECT {self.key_sql} AS k, _hash, _cursor, "
-            f"(_deleted_at IS NOT NULL OR _absent_scans <> 0) AS revive "
-            f"FROM {self.table} WHERE {self.key_sql} = ANY($1::{keys_type})"
-        )
-        if not (self.track_seen and page.seen_keys):
-            return await self.conn.fetch(select, list(page.candidates)) if page.candidates else []
-        note_seen = f"INSERT INTO {self.seen} SELECT unnest($2::{keys_type}) ON CONFLICT DO NOTHING"
         return await self.conn.fetch(
-            f"WITH seen AS ({note_seen}) {select}", list(page.candidates), page.seen_keys
+            f"WITH seen AS (INSERT INTO {self.seen} SELECT unnest($2::{keys_type}) "
+            f"ON CONFLICT DO NOTHING) "
+            f"SELECT {self.key_sql} AS k, _hash, _cursor, "
+            f"(_deleted_at IS NOT NULL OR _absent_scans <> 0) AS revive FROM {self.table} "
+            f"WHERE {self.key_sql} = ANY($1::{keys_type})",
+            list(page.candidates),
+            page.seen_keys,
         )
 
     def _upsert_sql(self) -> str:
@@ -478,12 +497,14 @@ class TableWriter:
             return
         scope_sql, scope_args = self._in_scope(1)
         await self.conn.execute(f"TRUNCATE {self.absent}")
-        await self.conn.execute(
-            f"INSERT INTO {self.absent} SELECT t.{self.key_sql} FROM {self.table} t "
-            f"WHERE t._deleted_at IS NULL AND NOT EXISTS "
-            f"(SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql}){scope_sql}",
-            *scope_args,
-        )
+        if not self._first_load:  # else every row is this scan's (see `_changed_keys`)
+            await self.conn.execute(
+                f"INSERT INTO {self.absent} SELECT t.{self.key_sql} FROM {self.table} t "
+                f"WHERE t._deleted_at IS NULL AND NOT EXISTS "
+                f"(SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql})"
+                f"{scope_sql}",
+                *scope_args,
+            )
         self._absent_known = True
 
     def _still_absent(self) -> str:

@@ -318,7 +318,7 @@ class _StreamRun:
         paginator, fetch = self._paginator_and_fetch(stream, path, parent)
         pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
         totals = PageResult()
-        async for page in _overlapped(pages, writer.prepare_page):
+        async for page in overlapped(pages, writer.prepare_page):
             totals.add(await self._load(writer, page, None))
         return totals
 
@@ -404,7 +404,7 @@ class _StreamRun:
         keys: set[str] = set()
         paginator, fetch = self._paginator_and_fetch(parent, parent.path)
         pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
-        async for page in _overlapped(pages):
+        async for page in overlapped(pages):
             for element in page.records:
                 record = dig(element, parent.record_path) if parent.record_path else element
                 if isinstance(record, dict) and record.get(partitions.key) is not None:
@@ -460,7 +460,7 @@ class _StreamRun:
             start = watermark - timedelta(seconds=self.target.settings.lookback_seconds)
         paginator, fetch = self._paginator_and_fetch(self.stream, self.stream.path)
         pages = paginator.pages(fetch, start=start, concurrency=self.client.max_concurrency)
-        async for page in _overlapped(pages, writer.prepare_page):
+        async for page in overlapped(pages, writer.prepare_page):
             checkpoint = min(page.checkpoint, self.run_start) if page.checkpoint else None
             await self._load(writer, page, checkpoint)
 
@@ -474,7 +474,7 @@ class _StreamRun:
             self.stream, self.stream.path, paginator_factory=self.stream.reconcile_paginator
         )
         pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
-        async for page in _overlapped(pages, writer.prepare_page):
+        async for page in overlapped(pages, writer.prepare_page):
             await self._load(writer, page, None)
         await self._settle_absences(writer, self.stream)
 
@@ -520,7 +520,7 @@ class _StreamRun:
                 return True
             return value >= mode.since and (mode.until is None or value <= mode.until)
 
-        async for page in _overlapped(pages):
+        async for page in overlapped(pages):
             chosen = (
                 page
                 if sorted_by_cursor
@@ -562,7 +562,7 @@ def _segment(value: Any) -> str:
 _DONE = object()
 
 
-async def _overlapped(
+async def overlapped(
     pages: AsyncIterator[Page],
     prepare: Callable[[list[Any]], PreparedPage] | None = None,
     ahead_records: int = AHEAD_RECORDS,

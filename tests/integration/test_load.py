@@ -96,3 +96,36 @@ async def test_pages_prepared_apart_then_merged_keep_the_newer_version(
     assert (result.read, result.inserted) == (3, 2)
     rows = await live_rows(engine, "valomnia.authorities")
     assert rows[5]["name"] == "New" and rows[6]["name"] == "Other"
+
+
+async def test_a_first_load_writes_a_key_seen_twice_once_and_keeps_the_newer(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    """On an empty table the loader skips looking keys up; the same record on two batches
+    (a list that moved under the scan) must still end as one row, the newer version."""
+    await writer.start_scan()
+    await writer.write_page([authority(7, "New", "2024-05-03T00:00:00Z")])
+    again = await writer.write_page(
+        [authority(7, "Old", "2024-05-01T00:00:00Z"), authority(8, "Other", "2024-05-01T00:00:00Z")]
+    )
+    newest = await writer.write_page([authority(8, "Other, renamed", "2024-05-04T00:00:00Z")])
+
+    assert (again.inserted, again.unchanged) == (1, 1)
+    assert newest.updated == 1
+    rows = await live_rows(engine, "valomnia.authorities")
+    assert (rows[7]["name"], rows[8]["name"]) == ("New", "Other, renamed")
+    assert await writer.record_absences([]) == 0
+
+
+async def test_after_a_first_load_the_next_scan_judges_absences_again(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    await writer.start_scan()
+    await writer.write_page([authority(i, f"A{i}", "2024-05-01T00:00:00Z") for i in (10, 11)])
+    assert await writer.absent_keys(10) == []
+
+    await writer.start_scan()  # the table is not empty now: keys are looked up and noted
+    result = await writer.write_page([authority(10, "A10", "2024-05-01T00:00:00Z")])
+
+    assert (result.inserted, result.unchanged) == (0, 1)
+    assert await writer.absent_keys(10) == [11]

@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline.load import Candidate, PreparedPage
 from pipeline.paginators import Page
-from pipeline.runner import _overlapped
+from pipeline.runner import overlapped
 
 
 def _prepare(records: list[Any]) -> PreparedPage:
@@ -27,7 +27,7 @@ async def test_pages_waiting_are_merged_and_their_prepared_work_too() -> None:
             yield Page(list(range(number * 10, number * 10 + 10)), number)
 
     batches = []
-    async for batch in _overlapped(pages(), _prepare, ahead_records=1000, batch_records=30):
+    async for batch in overlapped(pages(), _prepare, ahead_records=1000, batch_records=30):
         await asyncio.sleep(0.01)  # a slow loader: the producer runs ahead meanwhile
         batches.append(batch)
 
@@ -47,7 +47,7 @@ async def test_the_producer_stops_at_the_look_ahead_bound() -> None:
             produced.append(number)
             yield Page(list(range(10)), number)
 
-    batches = _overlapped(pages(), ahead_records=25, batch_records=10)
+    batches = overlapped(pages(), ahead_records=25, batch_records=10)
     first = await anext(batches)
     await asyncio.sleep(0.05)  # the loader is busy; the producer fills what room there is
 
