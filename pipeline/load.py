@@ -3,9 +3,12 @@
 Per page:
 1. every record is checked (object, primary key, cursor, typed columns); a bad one goes to
    `pipeline.quarantine` with its raw JSON and the reason, and the rest of the page goes on;
-2. the stored content hashes of the page's keys are read, and only new or changed records
-   (or ones that come back from deleted/absent) are written: a quiet run writes nothing;
-3. those rows are COPied into a temporary staging table and merged with one
+2. the stored content hashes of the page's keys are read (one statement, which also notes the
+   keys as seen by the scan; skipped on a first load into an empty table), and only new or
+   changed records (or ones that come back from deleted/absent) are written: a quiet run
+   writes nothing;
+3. rows with new keys are COPied straight into the table; changed ones into a temporary
+   staging table, merged with one
    `INSERT ... ON CONFLICT DO UPDATE ... WHERE` the content differs and the incoming cursor is
    not older than the stored one (a replayed old page never overwrites newer data);
 4. the caller's checkpoint (state, run counters) is written in the same transaction.
@@ -168,6 +171,10 @@ class TableWriter:
         self._key_path = self.key.source_path
         self._columns = [(c, c.source_path) for c in stream.columns]
         self._build_row = compile_row_builder(self._columns)
+        # `data` is jsonb, not json, though Postgres parses jsonb at about 1.7x json's cost on
+        # COPY (3.5 s against 2.0 s for 200,000 records): BI users need the jsonb operators and
+        # GIN indexes, and the cost is paid only for new or changed rows (the hash is checked
+        # first), a few percent of a nightly run.
         self.copy_columns = [c.name for c in stream.columns] + [
             "data",
             "_hash",
