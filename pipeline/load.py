@@ -181,7 +181,7 @@ class TableWriter:
             "_cursor",
             "_run_id",
         ]
-        # Whether the table was empty when the current scan began (see `_stored_versions`).
+        # Whether the table was empty when the current scan began (see `_changed_keys`).
         self._first_load = False
         self.schema = source.schema
         self._children = [
