@@ -3,10 +3,11 @@
 Per page:
 1. every record is checked (object, primary key, cursor, typed columns); a bad one goes to
    `pipeline.quarantine` with its raw JSON and the reason, and the rest of the page goes on;
-2. the stored content hashes of the page's keys are read (one statement, which also notes the
-   keys as seen by the scan; skipped on a first load into an empty table), and only new or
-   changed records (or ones that come back from deleted/absent) are written: a quiet run
-   writes nothing;
+2. during a full scan, a record whose content hash is among the stored rows' (held in memory
+   for the scan, `pipeline.stored`) is unchanged and goes no further; for the others the
+   stored hashes of their keys are read (one statement, which also notes the keys as seen by
+   the scan; skipped on a first load into an empty table), and only new or changed records
+   (or ones that come back from deleted/absent) are written: a quiet run writes nothing;
 3. rows with new keys are COPied straight into the table; changed ones into a temporary
    staging table, merged with one
    `INSERT ... ON CONFLICT DO UPDATE ... WHERE` the content differs and the incoming cursor is
@@ -29,6 +30,7 @@ import orjson
 import xxhash
 
 from pipeline.logs import secrets
+from pipeline.stored import StoredHashes
 from pipeline.streams import ChildTable, Column, Deletions, SourceSpec, Stream, dig
 
 Checkpoint = Callable[[asyncpg.Connection, "PageResult"], Awaitable[None]]
@@ -82,6 +84,9 @@ class Candidate:
     cursor: datetime | None
     serialised: bytes  # as the API sent it (key order kept), the `data` column's value
     digest: bytes
+    # Its COPY row and child rows, once typed (ahead of time when it is known to be written).
+    row: tuple[Any, ...] | None = None
+    children: list[list[tuple[Any, ...]]] | None = None
 
 
 @dataclass
@@ -91,8 +96,19 @@ class PreparedPage:
 
     candidates: dict[Any, Candidate] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
+    # Keys to note as seen by the scan, which the database is asked about (during a full scan
+    # with stored hashes in memory: only those of records not found unchanged there).
     seen_keys: list[Any] = field(default_factory=list)
     read: int = 0
+    # Records found unchanged in memory (no candidate made), and their latest change time.
+    unchanged: int = 0
+    unchanged_max_cursor: datetime | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Nothing to write, quarantine or ask the database about: every record was found
+        unchanged in memory."""
+        return not self.candidates and not self.rejected and not self.seen_keys
 
     def offer(self, key: Any, candidate: Candidate) -> None:
         """The same key twice in a batch: keep the newer version."""
@@ -113,11 +129,19 @@ class PreparedPage:
         batch = cls()
         for page in pages:
             batch.read += page.read
+            batch.unchanged += page.unchanged
+            batch.unchanged_max_cursor = _latest(
+                batch.unchanged_max_cursor, page.unchanged_max_cursor
+            )
             batch.rejected += page.rejected
             batch.seen_keys += page.seen_keys
             for key, candidate in page.candidates.items():
                 batch.offer(key, candidate)
         return batch
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None or (b is not None and b > a) else a
 
 
 def content_hash(serialised: bytes) -> bytes:
@@ -183,6 +207,10 @@ class TableWriter:
         ]
         # Whether the table was empty when the current scan began (see `_changed_keys`).
         self._first_load = False
+        # The stored rows' hashes during a full scan (see `pipeline.stored`), else None.
+        self._stored: StoredHashes | None = None
+        # Columns whose values come from outside the record: part of its identity (`digest`).
+        self._derived = [c for c in stream.columns if c.derive is not None]
         self.schema = source.schema
         self._children = [
             (
@@ -231,73 +259,151 @@ class TableWriter:
         self._first_load = not await self.conn.fetchval(
             f"SELECT EXISTS (SELECT 1 FROM {self.table})"
         )
+        scope_sql, scope_args = self._in_scope(1)
+        self._stored = await StoredHashes.load(self.conn, self.table, scope_sql, scope_args)
 
     # ---- validation (pure) -----------------------------------------------------------------
 
     def prepare_page(self, records: Sequence[Any]) -> PreparedPage:
-        """Key, change time and content hash of every record; no typing yet (most records of a
-        scan are unchanged, and typing is the costly part). Rejects what has no usable key or
-        cursor. No I/O."""
+        """Key, change time and content hash of every record; no I/O. Rejects what has no usable
+        key or cursor.
+
+        During a full scan with the stored hashes in memory, a record is hashed first, and one
+        found unchanged goes no further (the common case: no key, no cursor, no candidate); the
+        others are known to be written (or, rarely, to lose to a newer stored version), so they
+        are typed here too, ahead of the database work. Otherwise typing waits until the
+        database has said what changed: most records of a scan are unchanged, and typing is the
+        costly part."""
         page = PreparedPage(read=len(records))
-        cursor_spec = self.stream.cursor
         context = {**self._context, **self._fixed}
+        stored = self._stored
         wrapper = self.stream.record_path
-        for element in records:
-            record = dig(element, wrapper) if wrapper else element
-            if not isinstance(record, dict):
-                what = f"no object at '{'.'.join(wrapper)}'" if wrapper else "not a JSON object"
-                page.rejected.append(Rejected(None, what, _raw_text(element)))
-                continue
-            key: Any = None
-            try:
-                key = self._key_of(record, context)
-                cursor = cursor_spec.value(record) if cursor_spec else None
-                serialised = orjson.dumps(record)
-            except ValueError as exc:
-                page.rejected.append(
-                    Rejected(None if key is None else str(key), str(exc), _raw_text(record))
-                )
-                if key is not None:
-                    page.seen_keys.append(key)  # it exists at the source: never "absent"
-                continue
-            page.seen_keys.append(key)
-            page.offer(key, Candidate(record, cursor, serialised, content_hash(serialised)))
+        unwrapped = [dig(e, wrapper) for e in records] if wrapper else records
+        if stored is None or self._derived or not all(type(r) is dict for r in unwrapped):
+            # No stored hashes, or the rare page with a bad element or derived columns:
+            # record by record (the stored hashes, if any, are then asked per record).
+            for element in records:
+                self._add_candidate(page, element, context)
+            if stored is not None and page.candidates:
+                self._drop_unchanged(page, stored)
+            return page
+        serialised = [orjson.dumps(record) for record in unwrapped]
+        prefix = self._identity(None, context)
+        digests = (
+            [content_hash(prefix + s) for s in serialised]
+            if prefix
+            else [content_hash(s) for s in serialised]
+        )
+        todo, page.unchanged_max_cursor = stored.judge(digests)
+        page.unchanged = len(records) - len(todo)
+        for i in todo:
+            self._add_candidate(
+                page, unwrapped[i], context, serialised[i], digests[i], unwrapped=True
+            )
         return page
+
+    def _drop_unchanged(self, page: PreparedPage, stored: StoredHashes) -> None:
+        """The record-by-record path's candidates, judged against the stored hashes."""
+        keys = list(page.candidates)
+        todo, page.unchanged_max_cursor = stored.judge([page.candidates[k].digest for k in keys])
+        unchanged = set(keys) - {keys[i] for i in todo}
+        for key in unchanged:
+            del page.candidates[key]
+        page.unchanged += len(unchanged)
+        page.seen_keys = [key for key in page.seen_keys if key not in unchanged]
+
+    def _identity(self, record: dict[str, Any] | None, context: Mapping[str, Any]) -> bytes:
+        """What a record's hash covers besides its JSON: the values it gets from outside itself
+        (the partition it was read under, derived columns such as a read date), so that an
+        equal hash means the same row with the same content. That is what lets a full scan
+        judge records by hash alone (`pipeline.stored`). Empty for most streams."""
+        if not self._fixed and not self._derived:
+            return b""
+        outside = [*self._fixed.values()]
+        if record is not None:
+            outside += [c.derive(record, context) for c in self._derived]  # type: ignore[misc]
+        return orjson.dumps(outside, default=str) + b"\n"
+
+    def _add_candidate(
+        self,
+        page: PreparedPage,
+        element: Any,
+        context: Mapping[str, Any],
+        serialised: bytes | None = None,
+        digest: bytes | None = None,
+        unwrapped: bool = False,
+    ) -> None:
+        """One record as a candidate (or a rejection). Given its JSON and hash, it was judged
+        against the stored hashes already and is to be written: it is typed now."""
+        wrapper = self.stream.record_path
+        record = dig(element, wrapper) if wrapper and not unwrapped else element
+        if not isinstance(record, dict):
+            what = f"no object at '{'.'.join(wrapper)}'" if wrapper else "not a JSON object"
+            page.rejected.append(Rejected(None, what, _raw_text(element)))
+            return
+        key: Any = None
+        try:
+            key = self._key_of(record, context)
+            cursor = self.stream.cursor.value(record) if self.stream.cursor else None
+            typed = digest is not None
+            if serialised is None:
+                serialised = orjson.dumps(record)
+            if digest is None:
+                digest = content_hash(self._identity(record, context) + serialised)
+            candidate = Candidate(record, cursor, serialised, digest)
+            if typed:
+                candidate.row, candidate.children = self._typed(key, candidate, context)
+        except ValueError as exc:
+            page.rejected.append(
+                Rejected(None if key is None else str(key), str(exc), _raw_text(record))
+            )
+            if key is not None:
+                page.seen_keys.append(key)  # it exists at the source: never "absent"
+            return
+        page.seen_keys.append(key)
+        page.offer(key, candidate)
+
+    def _typed(
+        self, key: Any, candidate: Candidate, context: Mapping[str, Any]
+    ) -> tuple[tuple[Any, ...], list[list[tuple[Any, ...]]]]:
+        """The COPY row and child rows of one record; ValueError names what does not fit."""
+        record = candidate.record
+        if b"\\u0000" in candidate.serialised:
+            raise ValueError("contains a NUL character, which Postgres cannot store")
+        try:
+            values = self._build_row(record, self._fixed, context)
+        except ValueError:
+            values = _convert(record, self._columns, self._fixed, context)  # the reason
+        children = [
+            _child_rows(key, record, child, columns) for child, _, columns in self._children
+        ]
+        row = (
+            *values,
+            candidate.serialised.decode(),
+            candidate.digest,
+            candidate.cursor,
+            self.run_id,
+        )
+        return row, children
 
     def _typed_rows(
         self, keys: Sequence[Any], page: PreparedPage
     ) -> tuple[list[tuple[Any, ...]], dict[Any, list[list[tuple[Any, ...]]]], list[Rejected]]:
-        """COPY rows (and child rows) for the records to write; a value that does not fit its
-        column rejects its record, with the field named."""
+        """COPY rows (and child rows) for the records to write, typing those not typed yet; a
+        value that does not fit its column rejects its record, with the field named."""
         context = {**self._context, **self._fixed}
         rows, children, rejected = [], {}, []
         for key in keys:
             candidate = page.candidates[key]
-            record = candidate.record
-            try:
-                if b"\\u0000" in candidate.serialised:
-                    raise ValueError("contains a NUL character, which Postgres cannot store")
+            if candidate.row is None:
                 try:
-                    values = self._build_row(record, self._fixed, context)
-                except ValueError:
-                    values = _convert(record, self._columns, self._fixed, context)  # the reason
-                if self._children:
-                    children[key] = [
-                        _child_rows(key, record, child, columns)
-                        for child, _, columns in self._children
-                    ]
-            except ValueError as exc:
-                rejected.append(Rejected(str(key), str(exc), _raw_text(record)))
-                continue
-            rows.append(
-                (
-                    *values,
-                    candidate.serialised.decode(),
-                    candidate.digest,
-                    candidate.cursor,
-                    self.run_id,
-                )
-            )
+                    candidate.row, candidate.children = self._typed(key, candidate, context)
+                except ValueError as exc:
+                    rejected.append(Rejected(str(key), str(exc), _raw_text(candidate.record)))
+                    continue
+            rows.append(candidate.row)
+            if self._children:
+                children[key] = candidate.children
         return rows, children, rejected
 
     def _key_of(self, record: dict[str, Any], context: Mapping[str, Any]) -> Any:
@@ -317,11 +423,12 @@ class TableWriter:
         self, records: Sequence[Any] | PreparedPage, checkpoint: Checkpoint | None = None
     ) -> PageResult:
         page = records if isinstance(records, PreparedPage) else self.prepare_page(records)
-        result = PageResult(read=page.read)
+        result = PageResult(read=page.read, max_cursor=page.unchanged_max_cursor)
         for candidate in page.candidates.values():
-            cursor = candidate.cursor
-            if cursor is not None and (result.max_cursor is None or cursor > result.max_cursor):
-                result.max_cursor = cursor
+            result.max_cursor = _latest(result.max_cursor, candidate.cursor)
+        if page.settled and checkpoint is None:
+            result.unchanged = page.unchanged
+            return result  # no transaction at all
         async with self.conn.transaction():
             new, changed = await self._changed_keys(page)
             new_rows, children, bad_new = self._typed_rows(new, page)
@@ -348,7 +455,7 @@ class TableWriter:
                 result.updated = len(flags) - inserted
                 if self._children:
                     await self._replace_children([f["k"] for f in flags], children)
-            result.unchanged = (
+            result.unchanged = page.unchanged + (
                 len(page.candidates) - len(bad_values) - result.inserted - result.updated
             )
             if checkpoint is not None:
@@ -426,7 +533,11 @@ class TableWriter:
         a seen-key insert less per record on the largest load a stream ever does."""
         if self._first_load:
             return list(page.candidates), []
+        if not page.seen_keys:
+            return [], []
         stored = await self._stored_versions(page)
+        if self._stored is not None:  # rows met under their key, though their content changed
+            self._stored.mark_seen([row["_hash"] for row in stored])
         known = {row["k"]: row for row in stored}
         new, out = [], []
         for key, candidate in page.candidates.items():
@@ -448,16 +559,15 @@ class TableWriter:
         return new, out
 
     async def _stored_versions(self, page: PreparedPage) -> list[asyncpg.Record]:
-        """Hash, cursor and liveness of the batch's stored rows; the batch's keys are noted as
-        seen by this scan in the same statement (one round trip: a quiet batch costs one)."""
+        """Hash, cursor and liveness of the stored rows under the batch's keys; the keys are
+        noted as seen by this scan in the same statement (one round trip)."""
         keys_type = f"{self.key_type}[]"
         return await self.conn.fetch(
-            f"WITH seen AS (INSERT INTO {self.seen} SELECT unnest($2::{keys_type}) "
+            f"WITH seen AS (INSERT INTO {self.seen} SELECT unnest($1::{keys_type}) "
             f"ON CONFLICT DO NOTHING) "
             f"SELECT {self.key_sql} AS k, _hash, _cursor, "
             f"(_deleted_at IS NOT NULL OR _absent_scans <> 0) AS revive FROM {self.table} "
             f"WHERE {self.key_sql} = ANY($1::{keys_type})",
-            list(page.candidates),
             page.seen_keys,
         )
 
@@ -504,7 +614,20 @@ class TableWriter:
             return
         scope_sql, scope_args = self._in_scope(1)
         await self.conn.execute(f"TRUNCATE {self.absent}")
-        if not self._first_load:  # else every row is this scan's (see `_changed_keys`)
+        if self._stored is not None:  # the rows whose stored hashes the scan did not meet
+            unseen = self._stored.unseen()
+            if unseen:
+                scope_sql, scope_args = self._in_scope(2)
+                await self.conn.execute(
+                    f"INSERT INTO {self.absent} SELECT t.{self.key_sql} FROM {self.table} t "
+                    f"JOIN unnest($1::bytea[]) AS u(h) ON t._hash = u.h "
+                    f"WHERE t._deleted_at IS NULL AND NOT EXISTS "
+                    f"(SELECT 1 FROM {self.seen} s WHERE s.{self.key_sql} = t.{self.key_sql})"
+                    f"{scope_sql}",
+                    unseen,
+                    *scope_args,
+                )
+        elif not self._first_load:  # else every row is this scan's (see `_changed_keys`)
             await self.conn.execute(
                 f"INSERT INTO {self.absent} SELECT t.{self.key_sql} FROM {self.table} t "
                 f"WHERE t._deleted_at IS NULL AND NOT EXISTS "

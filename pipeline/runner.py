@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -40,6 +40,8 @@ MAX_DELETE_PROBES = 1000
 AHEAD_RECORDS = 4000
 # Records per load transaction at most, when pages wait in the queue.
 BATCH_RECORDS = 2000
+# How stale a running scan's counts in `sync_runs` may get while its batches write nothing.
+HISTORY_EVERY_SECONDS = 1.0
 
 
 @dataclass
@@ -156,6 +158,10 @@ class _StreamRun:
         self.run_id = runner.run_id
         self.outcome = StreamOutcome(self.key, "running")
         self.row_id: int | None = None
+        # Counters of quiet batches not yet added to the run's history row (see `_load`).
+        self._unrecorded = PageResult()
+        self._unrecorded_pages = 0
+        self._recorded_at = time.monotonic()
         self.run_start = runner.clock()
         # What derived columns may use besides the record (e.g. one statistics row per day).
         self.context = {"run_date": self.run_start.date()}
@@ -232,6 +238,10 @@ class _StreamRun:
         if self.row_id is None:
             return
         try:
+            if self._unrecorded_pages:
+                await history.add_page(
+                    self.conn, self.row_id, self._unrecorded, pages=self._unrecorded_pages
+                )
             await history.finish(
                 self.conn,
                 self.row_id,
@@ -285,14 +295,33 @@ class _StreamRun:
         assert row_id is not None
 
         async def checkpoint(conn: asyncpg.Connection, result: PageResult) -> None:
-            await history.add_page(conn, row_id, result, pages=len(page.numbers))
+            counted = PageResult()
+            counted.add(self._unrecorded)
+            counted.add(result)
+            pages = len(page.numbers) + self._unrecorded_pages
+            await history.add_page(conn, row_id, counted, pages=pages)
             if checkpoint_at is not None:
                 await advance_watermark(conn, self.key, checkpoint_at, self.run_id)
             if also is not None:
                 await also(conn, result)
 
         prepared = page.prepared if page.prepared is not None else page.records
-        result = await writer.write_page(prepared, checkpoint)
+        if (
+            isinstance(prepared, PreparedPage)
+            and prepared.settled
+            and checkpoint_at is None
+            and also is None
+            and time.monotonic() - self._recorded_at < HISTORY_EVERY_SECONDS
+        ):
+            # A batch found unchanged in memory moves no state: no transaction, and its counts
+            # join the history row with the next batch that writes (or within a second).
+            result = await writer.write_page(prepared)
+            self._unrecorded.add(result)
+            self._unrecorded_pages += len(page.numbers)
+        else:
+            result = await writer.write_page(prepared, checkpoint)
+            self._unrecorded, self._unrecorded_pages = PageResult(), 0
+            self._recorded_at = time.monotonic()
         self.outcome.totals.add(result)
         self.outcome.pages += len(page.numbers)
         if self.runner.progress is not None:
@@ -318,8 +347,17 @@ class _StreamRun:
         paginator, fetch = self._paginator_and_fetch(stream, path, parent)
         pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
         totals = PageResult()
+        held = _HeldWrites()
         async for page in overlapped(pages, writer.prepare_page):
+            if held.take(page):
+                if held.due():
+                    totals.add(await self._load(writer, held.release(), None))
+                continue
+            if held.pages and not _settled(page):  # writes keep their order
+                totals.add(await self._load(writer, held.release(), None))
             totals.add(await self._load(writer, page, None))
+        if held.pages:
+            totals.add(await self._load(writer, held.release(), None))
         return totals
 
     async def _settle_absences(
@@ -562,6 +600,52 @@ def _segment(value: Any) -> str:
 _DONE = object()
 
 
+def _settled(page: Page) -> bool:
+    return isinstance(page.prepared, PreparedPage) and page.prepared.settled
+
+
+class _HeldWrites:
+    """The few records to write from batches of a full scan, held until there are enough to
+    fill a transaction.
+
+    A re-read where 1 % changed finds a record or two to write on each page: one transaction
+    (look-up, staging, merge, commit) per batch would cost more than reading the batch. A full
+    scan's pages move no state, and a crash only loses writes the next scan makes again, so
+    they wait here, as prepared candidates only (the rest of each page is let go), until
+    `BATCH_RECORDS` are held or a second has passed."""
+
+    def __init__(self) -> None:
+        self.pages: list[Page] = []
+        self._records = 0
+        self._since = 0.0
+
+    def take(self, page: Page) -> bool:
+        """Hold the page's writes if it has some, and fewer than half a batch."""
+        prepared = page.prepared
+        if not isinstance(prepared, PreparedPage) or prepared.settled:
+            return False
+        size = len(prepared.candidates) + len(prepared.rejected)
+        if size >= BATCH_RECORDS // 2:
+            return False
+        if not self.pages:
+            self._since = time.monotonic()
+        self.pages.append(replace(page, records=[]))
+        self._records += size
+        return True
+
+    def due(self) -> bool:
+        return bool(self.pages) and (
+            self._records >= BATCH_RECORDS // 2
+            or time.monotonic() - self._since >= HISTORY_EVERY_SECONDS
+        )
+
+    def release(self) -> Page:
+        batch = merge(self.pages)
+        batch.prepared = PreparedPage.merged([page.prepared for page in self.pages])
+        self.pages, self._records = [], 0
+        return batch
+
+
 async def overlapped(
     pages: AsyncIterator[Page],
     prepare: Callable[[list[Any]], PreparedPage] | None = None,
@@ -588,6 +672,10 @@ async def overlapped(
             async for page in pages:
                 if prepare is not None:
                     page.prepared = prepare(page.records)
+                    # Let the loader run between pages: pages that come without a wait (a fast
+                    # source, a backlog) would otherwise be prepared in one go while the
+                    # database idles, before the loader's next statement is even sent.
+                    await asyncio.sleep(0)
                 async with room:
                     await room.wait_for(has_room)
                     waiting += len(page.records)

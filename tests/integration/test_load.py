@@ -129,3 +129,83 @@ async def test_after_a_first_load_the_next_scan_judges_absences_again(
 
     assert (result.inserted, result.unchanged) == (0, 1)
     assert await writer.absent_keys(10) == [11]
+
+
+async def seen_in_database(writer: TableWriter) -> int:
+    return int(await writer.conn.fetchval(f"SELECT count(*) FROM {writer.seen}"))
+
+
+async def test_a_full_scan_judges_unchanged_records_in_memory(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    """The stored hashes are read once when the scan begins: unchanged records cost the
+    database nothing, a changed one is still written, and what was not sent is absent."""
+    await writer.write_page([authority(i, f"A{i}", "2024-05-01T00:00:00Z") for i in (20, 21, 22)])
+    await writer.start_scan()
+
+    quiet = await writer.write_page([authority(20, "A20", "2024-05-01T00:00:00Z")])
+    assert (quiet.unchanged, quiet.max_cursor.day) == (1, 1)  # type: ignore[union-attr]
+    assert await seen_in_database(writer) == 0  # nothing was asked about
+    changed = await writer.write_page([authority(21, "A21 renamed", "2024-05-02T00:00:00Z")])
+    assert changed.updated == 1
+
+    assert await writer.absent_keys(10) == [22]
+    assert await writer.record_absences([]) == 0
+    assert await scalar(engine, "SELECT _absent_scans FROM valomnia.authorities WHERE id = 22") == 1
+
+
+async def test_a_row_back_after_an_absence_is_written_though_unchanged(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    await writer.write_page([authority(30, "A30", "2024-05-01T00:00:00Z")])
+    await writer.conn.execute("UPDATE valomnia.authorities SET _absent_scans = 1 WHERE id = 30")
+    await writer.start_scan()
+
+    result = await writer.write_page([authority(30, "A30", "2024-05-01T00:00:00Z")])
+
+    assert result.updated == 1
+    assert await scalar(engine, "SELECT _absent_scans FROM valomnia.authorities WHERE id = 30") == 0
+    assert await writer.absent_keys(10) == []
+
+
+async def test_a_table_too_large_to_hold_is_asked_per_batch(
+    engine: AsyncEngine, writer: TableWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pipeline.stored.MAX_ROWS", 1)
+    await writer.write_page([authority(i, f"A{i}", "2024-05-01T00:00:00Z") for i in (40, 41)])
+    await writer.conn.execute("ANALYZE valomnia.authorities")
+    await writer.start_scan()
+
+    result = await writer.write_page([authority(40, "A40", "2024-05-01T00:00:00Z")])
+
+    assert result.unchanged == 1
+    assert await seen_in_database(writer) == 1  # asked, and noted as seen there
+    assert await writer.absent_keys(10) == [41]
+
+
+async def test_the_same_record_under_another_partition_is_a_change(engine: AsyncEngine) -> None:
+    """A record's hash covers the values it gets from outside (here its price group), so equal
+    content read under another group is not taken for the stored row."""
+    source = SOURCES["afosto"]
+    prices = source.stream("prices")
+    assert prices is not None
+    price = {
+        "id": "p1",
+        "sku": "SKU-1",
+        "amount": 995,
+        "original_amount": 995,
+        "active_at": "2024-05-01T00:00:00Z",
+        "created_at": "2024-05-01T00:00:00Z",
+        "vat": [],
+    }
+    async with engine.connect() as sa_conn:
+        raw = await sa_conn.get_raw_connection()
+        writer = TableWriter(raw.driver_connection, source, prices, uuid.uuid4())  # type: ignore[arg-type]
+        await writer.prepare()
+        await writer.start_scan(partition=("price_group_id", "g1"))
+        assert (await writer.write_page([price])).inserted == 1
+        await writer.start_scan(partition=("price_group_id", "g1"))
+        assert (await writer.write_page([price])).unchanged == 1
+        await writer.start_scan(partition=("price_group_id", "g2"))
+        assert (await writer.write_page([price])).updated == 1
+    assert await scalar(engine, "SELECT price_group_id FROM afosto.prices") == "g2"
