@@ -130,7 +130,7 @@ class PreparedPage:
         for page in pages:
             batch.read += page.read
             batch.unchanged += page.unchanged
-            batch.unchanged_max_cursor = _latest(
+            batch.unchanged_max_cursor = latest(
                 batch.unchanged_max_cursor, page.unchanged_max_cursor
             )
             batch.rejected += page.rejected
@@ -140,7 +140,7 @@ class PreparedPage:
         return batch
 
 
-def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+def latest(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None or (b is not None and b > a) else a
 
 
@@ -264,30 +264,29 @@ class TableWriter:
 
     # ---- validation (pure) -----------------------------------------------------------------
 
-    def prepare_page(self, records: Sequence[Any]) -> PreparedPage:
+    def prepare_page(self, records: Sequence[Any], unwrapped: bool = False) -> PreparedPage:
         """Key, change time and content hash of every record; no I/O. Rejects what has no usable
-        key or cursor.
+        key or cursor. `unwrapped`: the records are out of their wrappers already.
 
         During a full scan with the stored hashes in memory, a record is hashed first, and one
-        found unchanged goes no further (the common case: no key, no cursor, no candidate); the
-        others are known to be written (or, rarely, to lose to a newer stored version), so they
-        are typed here too, ahead of the database work. Otherwise typing waits until the
-        database has said what changed: most records of a scan are unchanged, and typing is the
-        costly part."""
+        found unchanged goes no further (the common case: no key, no cursor, no candidate). When
+        most of a page is to be written (a first load), its records are typed here too, ahead
+        of the database work. Otherwise typing waits until the database has said what changed:
+        typing is the costly part."""
         page = PreparedPage(read=len(records))
         context = {**self._context, **self._fixed}
         stored = self._stored
         wrapper = self.stream.record_path
-        unwrapped = [dig(e, wrapper) for e in records] if wrapper else records
-        if stored is None or self._derived or not all(type(r) is dict for r in unwrapped):
+        bare = [dig(e, wrapper) for e in records] if wrapper and not unwrapped else records
+        if stored is None or self._derived or not all(type(r) is dict for r in bare):
             # No stored hashes, or the rare page with a bad element or derived columns:
             # record by record (the stored hashes, if any, are then asked per record).
             for element in records:
-                self._add_candidate(page, element, context)
+                self._add_candidate(page, element, context, unwrapped=unwrapped)
             if stored is not None and page.candidates:
                 self._drop_unchanged(page, stored)
             return page
-        serialised = [orjson.dumps(record) for record in unwrapped]
+        serialised = [orjson.dumps(record) for record in bare]
         prefix = self._identity(None, context)
         digests = (
             [content_hash(prefix + s) for s in serialised]
@@ -296,9 +295,10 @@ class TableWriter:
         )
         todo, page.unchanged_max_cursor = stored.judge(digests)
         page.unchanged = len(records) - len(todo)
+        ahead = 2 * len(todo) >= len(records)  # mostly writes (a first load): type them now
         for i in todo:
             self._add_candidate(
-                page, unwrapped[i], context, serialised[i], digests[i], unwrapped=True
+                page, bare[i], context, serialised[i], digests[i], unwrapped=True, typed=ahead
             )
         return page
 
@@ -332,9 +332,9 @@ class TableWriter:
         serialised: bytes | None = None,
         digest: bytes | None = None,
         unwrapped: bool = False,
+        typed: bool = False,
     ) -> None:
-        """One record as a candidate (or a rejection). Given its JSON and hash, it was judged
-        against the stored hashes already and is to be written: it is typed now."""
+        """One record as a candidate (or a rejection); `typed`: its row is built now too."""
         wrapper = self.stream.record_path
         record = dig(element, wrapper) if wrapper and not unwrapped else element
         if not isinstance(record, dict):
@@ -345,7 +345,6 @@ class TableWriter:
         try:
             key = self._key_of(record, context)
             cursor = self.stream.cursor.value(record) if self.stream.cursor else None
-            typed = digest is not None
             if serialised is None:
                 serialised = orjson.dumps(record)
             if digest is None:
@@ -425,7 +424,7 @@ class TableWriter:
         page = records if isinstance(records, PreparedPage) else self.prepare_page(records)
         result = PageResult(read=page.read, max_cursor=page.unchanged_max_cursor)
         for candidate in page.candidates.values():
-            result.max_cursor = _latest(result.max_cursor, candidate.cursor)
+            result.max_cursor = latest(result.max_cursor, candidate.cursor)
         if page.settled and checkpoint is None:
             result.unchanged = page.unchanged
             return result  # no transaction at all

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -23,10 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import history
 from pipeline.errors import Interrupted, NotFound, PipelineError, SourceHttpError
+from pipeline.held import HeldWrites
 from pipeline.http import HttpClient, JsonResponse
 from pipeline.load import Checkpoint, PageResult, PreparedPage, TableWriter
 from pipeline.logs import get_logger, secrets
-from pipeline.paginators import Page, Paginator, merge
+from pipeline.paginators import Page, Paginator, merge, records_at
 from pipeline.state import advance_watermark, read_state, save_checkpoint
 from pipeline.streams import Deletions, Incremental, Partitions, Stream, dig
 from pipeline.targets import StreamTarget, build_client
@@ -345,18 +346,19 @@ class _StreamRun:
     ) -> PageResult:
         """Read every page of one list into the writer's table; return what it read."""
         paginator, fetch = self._paginator_and_fetch(stream, path, parent)
-        pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
+        early = _PreparedOnArrival(fetch, paginator.records_path, writer.prepare_page)
+        pages = paginator.pages(early.fetch, start=None, concurrency=self.client.max_concurrency)
         totals = PageResult()
-        held = _HeldWrites()
-        async for page in overlapped(pages, writer.prepare_page):
+        held = HeldWrites(writer, BATCH_RECORDS // 2, HISTORY_EVERY_SECONDS)
+        async for page in overlapped(pages, early.prepare):
             if held.take(page):
                 if held.due():
                     totals.add(await self._load(writer, held.release(), None))
                 continue
-            if held.pages and not _settled(page):  # writes keep their order
+            if held and not _settled(page):  # writes keep their order
                 totals.add(await self._load(writer, held.release(), None))
             totals.add(await self._load(writer, page, None))
-        if held.pages:
+        if held:
             totals.add(await self._load(writer, held.release(), None))
         return totals
 
@@ -600,50 +602,43 @@ def _segment(value: Any) -> str:
 _DONE = object()
 
 
+class _PreparedOnArrival:
+    """Runs the writer's per-record work on a page's records the moment its body is parsed,
+    before the paginator hands the page on.
+
+    The records are then still in the CPU's caches: hashing a record parsed a moment ago took
+    0.7 us, one parsed 40 pages earlier (the look-ahead) 1.6-2.3 us (`bench/`, 1 KB shipments).
+    Pages the paginator does not build from the body's list are prepared when they come."""
+
+    def __init__(
+        self,
+        fetch: Callable[..., Awaitable[JsonResponse]],
+        records_path: tuple[str, ...],
+        prepare: Callable[[list[Any]], PreparedPage],
+    ) -> None:
+        self._fetch = fetch
+        self._path = records_path
+        self._prepare = prepare
+        self._done: dict[int, tuple[list[Any], PreparedPage]] = {}
+
+    async def fetch(self, params: Mapping[str, str], headers: Mapping[str, str]) -> JsonResponse:
+        response = await self._fetch(params, headers)
+        try:
+            records = records_at(response.body, self._path)
+        except ValueError:
+            return response  # not a list of records: the paginator says what is wrong
+        self._done[id(records)] = (records, self._prepare(records))
+        return response
+
+    def prepare(self, records: list[Any]) -> PreparedPage:
+        held, prepared = self._done.pop(id(records), (None, None))
+        if held is records and prepared is not None:
+            return prepared
+        return self._prepare(records)
+
+
 def _settled(page: Page) -> bool:
     return isinstance(page.prepared, PreparedPage) and page.prepared.settled
-
-
-class _HeldWrites:
-    """The few records to write from batches of a full scan, held until there are enough to
-    fill a transaction.
-
-    A re-read where 1 % changed finds a record or two to write on each page: one transaction
-    (look-up, staging, merge, commit) per batch would cost more than reading the batch. A full
-    scan's pages move no state, and a crash only loses writes the next scan makes again, so
-    they wait here, as prepared candidates only (the rest of each page is let go), until
-    `BATCH_RECORDS` are held or a second has passed."""
-
-    def __init__(self) -> None:
-        self.pages: list[Page] = []
-        self._records = 0
-        self._since = 0.0
-
-    def take(self, page: Page) -> bool:
-        """Hold the page's writes if it has some, and fewer than half a batch."""
-        prepared = page.prepared
-        if not isinstance(prepared, PreparedPage) or prepared.settled:
-            return False
-        size = len(prepared.candidates) + len(prepared.rejected)
-        if size >= BATCH_RECORDS // 2:
-            return False
-        if not self.pages:
-            self._since = time.monotonic()
-        self.pages.append(replace(page, records=[]))
-        self._records += size
-        return True
-
-    def due(self) -> bool:
-        return bool(self.pages) and (
-            self._records >= BATCH_RECORDS // 2
-            or time.monotonic() - self._since >= HISTORY_EVERY_SECONDS
-        )
-
-    def release(self) -> Page:
-        batch = merge(self.pages)
-        batch.prepared = PreparedPage.merged([page.prepared for page in self.pages])
-        self.pages, self._records = [], 0
-        return batch
 
 
 async def overlapped(
