@@ -288,18 +288,24 @@ class _StreamRun:
         page: Page,
         checkpoint_at: datetime | None,
         also: Checkpoint | None = None,
+        quiet: bool | None = None,
     ) -> PageResult:
+        """`quiet`: the caller's `_quiet` answer for this batch, when it decided on it."""
         if self.runner.stop.is_set():
             raise Interrupted("asked to stop")
         started = time.monotonic()
         row_id = self.row_id
         assert row_id is not None
 
+        # Counts of quiet batches go into this batch's history row; taken now, so batches that
+        # come while it is written (see `_scan`) are kept for the next.
+        unrecorded, unrecorded_pages = PageResult(), 0
+
         async def checkpoint(conn: asyncpg.Connection, result: PageResult) -> None:
             counted = PageResult()
-            counted.add(self._unrecorded)
+            counted.add(unrecorded)
             counted.add(result)
-            pages = len(page.numbers) + self._unrecorded_pages
+            pages = len(page.numbers) + unrecorded_pages
             await history.add_page(conn, row_id, counted, pages=pages)
             if checkpoint_at is not None:
                 await advance_watermark(conn, self.key, checkpoint_at, self.run_id)
@@ -307,21 +313,21 @@ class _StreamRun:
                 await also(conn, result)
 
         prepared = page.prepared if page.prepared is not None else page.records
-        if (
-            isinstance(prepared, PreparedPage)
-            and prepared.settled
-            and checkpoint_at is None
-            and also is None
-            and time.monotonic() - self._recorded_at < HISTORY_EVERY_SECONDS
-        ):
+        if quiet if quiet is not None else self._quiet(page, checkpoint_at, also):
             # A batch found unchanged in memory moves no state: no transaction, and its counts
             # join the history row with the next batch that writes (or within a second).
             result = await writer.write_page(prepared)
             self._unrecorded.add(result)
             self._unrecorded_pages += len(page.numbers)
         else:
-            result = await writer.write_page(prepared, checkpoint)
+            unrecorded, unrecorded_pages = self._unrecorded, self._unrecorded_pages
             self._unrecorded, self._unrecorded_pages = PageResult(), 0
+            try:
+                result = await writer.write_page(prepared, checkpoint)
+            except BaseException:
+                self._unrecorded.add(unrecorded)
+                self._unrecorded_pages += unrecorded_pages
+                raise
             self._recorded_at = time.monotonic()
         self.outcome.totals.add(result)
         self.outcome.pages += len(page.numbers)
@@ -341,25 +347,56 @@ class _StreamRun:
         )
         return result
 
+    def _quiet(self, page: Page, checkpoint_at: datetime | None, also: Checkpoint | None) -> bool:
+        """Whether loading the batch needs no database at all (see `_load`)."""
+        return (
+            _settled(page)
+            and checkpoint_at is None
+            and also is None
+            and time.monotonic() - self._recorded_at < HISTORY_EVERY_SECONDS
+        )
+
     async def _scan(
         self, writer: TableWriter, stream: Stream, path: str, parent: str | None = None
     ) -> PageResult:
-        """Read every page of one list into the writer's table; return what it read."""
+        """Read every page of one list into the writer's table; return what it read.
+
+        Held writes (`pipeline.held`) are written in the background while the scan reads on:
+        the pages in between are found unchanged in memory and need no connection. Anything
+        that needs the connection waits for that write first, so writes keep their order."""
         paginator, fetch = self._paginator_and_fetch(stream, path, parent)
         early = _PreparedOnArrival(fetch, paginator.records_path, writer.prepare_page)
         pages = paginator.pages(early.fetch, start=None, concurrency=self.client.max_concurrency)
         totals = PageResult()
         held = HeldWrites(writer, BATCH_RECORDS // 2, HISTORY_EVERY_SECONDS)
-        async for page in overlapped(pages, early.prepare):
-            if held.take(page):
-                if held.due():
-                    totals.add(await self._load(writer, held.release(), None))
-                continue
-            if held and not _settled(page):  # writes keep their order
+        writing: asyncio.Task[PageResult] | None = None
+
+        async def written() -> None:
+            nonlocal writing
+            if writing is not None:
+                task, writing = writing, None
+                totals.add(await task)
+
+        try:
+            async for page in overlapped(pages, early.prepare):
+                if held.take(page):
+                    if held.due():
+                        await written()
+                        writing = asyncio.create_task(self._load(writer, held.release(), None))
+                    continue
+                quiet = self._quiet(page, None, None)
+                if not quiet:
+                    await written()
+                    if held:  # writes keep their order
+                        totals.add(await self._load(writer, held.release(), None))
+                totals.add(await self._load(writer, page, None, quiet=quiet))
+            await written()
+            if held:
                 totals.add(await self._load(writer, held.release(), None))
-            totals.add(await self._load(writer, page, None))
-        if held:
-            totals.add(await self._load(writer, held.release(), None))
+        finally:
+            if writing is not None:
+                writing.cancel()
+                await asyncio.gather(writing, return_exceptions=True)
         return totals
 
     async def _settle_absences(
