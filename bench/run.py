@@ -433,9 +433,14 @@ async def main(args: argparse.Namespace) -> int:
             measures["million"] = await run_sync(
                 config, bench_url, "afosto.shipments", "full load N=1,000,000", engine
             )
-            checks["peak RSS at N=1,000,000 <= 250 MB"] = (
-                measures["million"].peak_rss_mb or 0
-            ) <= 250
+            # A re-run holds the stored hashes in memory (pipeline/stored.py): its RSS too.
+            measures["million_quiet"] = await run_sync(
+                config, bench_url, "afosto.shipments", "quiet re-run N=1,000,000", engine
+            )
+            for key in ("million", "million_quiet"):
+                checks[f"peak RSS of the {measures[key].scenario} <= 250 MB"] = (
+                    measures[key].peak_rss_mb or 0
+                ) <= 250
     finally:
         sims.close()
         await engine.dispose()

@@ -107,7 +107,7 @@ class StoredHashes:
     def judge(self, digests: Sequence[bytes]) -> tuple[list[int], datetime | None]:
         """The positions of the records not stored unchanged (to be written, or asked about);
         and the latest cursor among the others. Every record found is noted as seen."""
-        if not len(self._hi):
+        if not len(self._hi) or not digests:
             return list(range(len(digests))), None
         found, at = self._find(digests)
         if found.all() and not self._stale.take(at).any():  # a quiet page: the common case

@@ -57,8 +57,9 @@ def test_rows_met_under_changed_content_are_marked_seen() -> None:
     assert hashes.unseen() == [digest(1)]
 
 
-def test_no_cursor_and_an_empty_table() -> None:
+def test_no_cursor_an_empty_page_and_an_empty_table() -> None:
     assert stored((1, None, False)).judge([digest(1)]) == ([], None)
+    assert stored((1, at(1), False)).judge([]) == ([], None)
     empty = stored()
     assert empty.judge([digest(1), digest(2)]) == ([0, 1], None)
     assert empty.unseen() == [] and len(empty) == 0
