@@ -50,11 +50,13 @@ class HeldWrites:
         return bool(self._numbers)
 
     def take(self, page: Page) -> bool:
-        """Hold the page's writes, if it has some and fewer than a batch."""
+        """Hold the page's writes if it has some, but few: under half its records (a re-run;
+        a first load's pages are all writes and go as they come) and under a batch."""
         prepared = page.prepared
         if not isinstance(prepared, PreparedPage) or prepared.settled:
             return False
-        if len(prepared.candidates) + len(prepared.rejected) >= self._records:
+        writes = len(prepared.candidates) + len(prepared.rejected)
+        if 2 * writes >= prepared.read or writes >= self._records:
             return False
         if not self:
             self._since = time.monotonic()

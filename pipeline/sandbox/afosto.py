@@ -214,7 +214,7 @@ def _wanted_keys(allowed: Iterable[str], given: Iterable[str], what: str) -> Non
 # --------------------------------------------------------------------------- lazy tables
 
 
-VIEW_CACHE_RECORDS = 250_000
+VIEW_CACHE_RECORDS = 1_000_000
 
 
 class LazyTable:

@@ -83,7 +83,7 @@ def make_settings_offline() -> Any:
 async def test_two_scheduler_processes_never_run_one_stream_at_once(
     engine: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
-    sim = SohoSimulator(customers=200, seed=81, latency=0.08)
+    sim = SohoSimulator(customers=200, seed=81, latency=0.15)
     async with serve(sim) as soho:
         config = tmp_path / "pipeline.toml"
         config.write_text(
