@@ -29,6 +29,7 @@ import asyncpg
 import orjson
 import xxhash
 
+from pipeline import indexes
 from pipeline.logs import secrets
 from pipeline.stored import StoredHashes
 from pipeline.streams import ChildTable, Column, Deletions, SourceSpec, Stream, dig
@@ -194,7 +195,7 @@ class TableWriter:
         self.key_type = _SQL_TYPE[self.key.type.label]
         self._key_path = self.key.source_path
         self._columns = [(c, c.source_path) for c in stream.columns]
-        self._build_row = compile_row_builder(self._columns)
+        self._builders: dict[frozenset[str], RowBuilder] = {}
         # `data` is jsonb, not json, though Postgres parses jsonb at about 1.7x json's cost on
         # COPY (3.5 s against 2.0 s for 200,000 records): BI users need the jsonb operators and
         # GIN indexes, and the cost is paid only for new or changed rows (the hash is checked
@@ -259,8 +260,14 @@ class TableWriter:
         self._first_load = not await self.conn.fetchval(
             f"SELECT EXISTS (SELECT 1 FROM {self.table})"
         )
+        if self._first_load:
+            await indexes.defer(self.conn, self.table, self.stream_key, self.run_id)
         scope_sql, scope_args = self._in_scope(1)
         self._stored = await StoredHashes.load(self.conn, self.table, scope_sql, scope_args)
+
+    async def finish_load(self) -> None:
+        """After the pages of a scan: build the indexes a first load put off (`indexes`)."""
+        await indexes.restore(self.conn, self.stream_key)
 
     # ---- validation (pure) -----------------------------------------------------------------
 
@@ -370,7 +377,7 @@ class TableWriter:
         if b"\\u0000" in candidate.serialised:
             raise ValueError("contains a NUL character, which Postgres cannot store")
         try:
-            values = self._build_row(record, self._fixed, context)
+            values = self._row_builder()(record, self._fixed, context)
         except ValueError:
             values = _convert(record, self._columns, self._fixed, context)  # the reason
         children = [
@@ -384,6 +391,14 @@ class TableWriter:
             self.run_id,
         )
         return row, children
+
+    def _row_builder(self) -> RowBuilder:
+        """The typing function for the current scan's fixed columns (compiled once per set)."""
+        fixed = frozenset(self._fixed)
+        builder = self._builders.get(fixed)
+        if builder is None:
+            builder = self._builders[fixed] = compile_row_builder(self._columns, fixed)
+        return builder
 
     def _typed_rows(
         self, keys: Sequence[Any], page: PreparedPage
@@ -694,40 +709,51 @@ class TableWriter:
 _ALREADY_RIGHT = {"text": "str", "bigint": "int", "boolean": "bool"}
 
 
+RowBuilder = Callable[[dict[str, Any], Mapping[str, Any], Mapping[str, Any]], list[Any]]
+
+
 def compile_row_builder(
-    columns: Sequence[tuple[Column, tuple[str, ...]]],
-) -> Callable[[dict[str, Any], Mapping[str, Any], Mapping[str, Any]], list[Any]]:
-    """A function typing one record, specialised to the stream's columns.
+    columns: Sequence[tuple[Column, tuple[str, ...]]], fixed: frozenset[str] = frozenset()
+) -> RowBuilder:
+    """A function typing one record, specialised to the stream's columns and to the columns a
+    scan fixes (a partition's value).
 
     The hot loop of a load: generic code spends most of its time on lookups and calls per
-    column, so the column list is turned into straight-line code once per stream, with a type
-    check that skips the converter when the JSON value already fits. Any ValueError sends the
-    caller to `_convert`, which names the offending field.
+    column, so the column list is turned into straight-line code, with a type check that skips
+    the converter when the JSON value already fits, and ISO timestamps parsed in line. Any
+    ValueError sends the caller to `_convert`, which names the offending field.
     """
     lines = ["def build(record, fixed, context):"]
-    names: dict[str, Any] = {"dig": dig}
+    names: dict[str, Any] = {"dig": dig, "fromisoformat": datetime.fromisoformat}
     for i, (column, path) in enumerate(columns):
         names[f"conv{i}"] = column.type.convert
         names[f"derive{i}"] = column.derive
-        lines.append(f"    if {column.name!r} in fixed:")
-        lines.append(f"        v{i} = fixed[{column.name!r}]")
-        lines.append("    else:")
+        if column.name in fixed:
+            lines.append(f"    v{i} = fixed[{column.name!r}]")
+            continue
         if column.derive is not None:
-            lines.append(f"        v{i} = derive{i}(record, context)")
+            lines.append(f"    v{i} = derive{i}(record, context)")
         elif len(path) == 1:
-            lines.append(f"        v{i} = record.get({path[0]!r})")
+            lines.append(f"    v{i} = record.get({path[0]!r})")
         else:
-            lines.append(f"        v{i} = dig(record, {path!r})")
+            lines.append(f"    v{i} = dig(record, {path!r})")
         fits = _ALREADY_RIGHT.get(column.type.label)
-        if fits == "str":
+        if column.type.label == "timestamptz":  # the converter's rules, without the call
+            lines.append(f"    if v{i} is not None:")
             lines.append(
-                f"        if v{i} is not None and (type(v{i}) is not str or '\\x00' in v{i}):"
+                f"        v{i} = fromisoformat(v{i}) if type(v{i}) is str else conv{i}(v{i})"
             )
+            lines.append(f"        if v{i}.tzinfo is None:")
+            lines.append("            raise ValueError")
+        elif fits == "str":
+            lines.append(f"    if v{i} is not None and (type(v{i}) is not str or '\\x00' in v{i}):")
+            lines.append(f"        v{i} = conv{i}(v{i})")
         elif fits is not None:
-            lines.append(f"        if v{i} is not None and type(v{i}) is not {fits}:")
+            lines.append(f"    if v{i} is not None and type(v{i}) is not {fits}:")
+            lines.append(f"        v{i} = conv{i}(v{i})")
         else:
-            lines.append(f"        if v{i} is not None:")
-        lines.append(f"            v{i} = conv{i}(v{i})")
+            lines.append(f"    if v{i} is not None:")
+            lines.append(f"        v{i} = conv{i}(v{i})")
     lines.append("    return [" + ", ".join(f"v{i}" for i in range(len(columns))) + "]")
     exec("\n".join(lines), names)
     return names["build"]  # type: ignore[no-any-return]

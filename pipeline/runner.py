@@ -204,6 +204,7 @@ class _StreamRun:
         status, error = "failed", None
         try:
             await writer.prepare()
+            await writer.finish_load()  # indexes a crashed first load put off (`indexes`)
             kind = self.runner.mode.kind
             if kind == "backfill":
                 await self._backfill(writer)
@@ -393,6 +394,7 @@ class _StreamRun:
             await written()
             if held:
                 totals.add(await self._load(writer, held.release(), None))
+            await writer.finish_load()
         finally:
             if writing is not None:
                 writing.cancel()
@@ -477,6 +479,7 @@ class _StreamRun:
                 self.conn, self.target.source, parent, self.run_id, self.context
             )
             await parent_writer.prepare()
+            await parent_writer.finish_load()  # as for the stream's own table (`_run_locked`)
             await parent_writer.start_scan()
         keys: set[str] = set()
         paginator, fetch = self._paginator_and_fetch(parent, parent.path)
@@ -489,6 +492,7 @@ class _StreamRun:
             if parent_writer is not None:
                 await self._load(parent_writer, page, None)
         if parent_writer is not None:
+            await parent_writer.finish_load()
             await self._settle_absences(parent_writer, parent)
         return keys
 
@@ -553,6 +557,7 @@ class _StreamRun:
         pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
         async for page in overlapped(pages, writer.prepare_page):
             await self._load(writer, page, None)
+        await writer.finish_load()
         await self._settle_absences(writer, self.stream)
 
     async def _backfill(self, writer: TableWriter) -> None:

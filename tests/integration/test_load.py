@@ -209,3 +209,39 @@ async def test_the_same_record_under_another_partition_is_a_change(engine: Async
         await writer.start_scan(partition=("price_group_id", "g2"))
         assert (await writer.write_page([price])).updated == 1
     assert await scalar(engine, "SELECT price_group_id FROM afosto.prices") == "g2"
+
+
+async def index_names(writer: TableWriter) -> set[str]:
+    rows = await writer.conn.fetch(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'valomnia' "
+        "AND tablename = 'authorities'"
+    )
+    return {r["indexname"] for r in rows}
+
+
+async def test_a_first_load_builds_its_secondary_indexes_at_the_end(writer: TableWriter) -> None:
+    before = await index_names(writer)
+    assert "authorities_last_updated" in before
+
+    await writer.start_scan()  # an empty table: the secondary index goes, the key stays
+    assert await index_names(writer) == before - {"authorities_last_updated"}
+    await writer.write_page([authority(1, "A1", "2024-05-01T00:00:00Z")])
+    await writer.finish_load()
+
+    assert await index_names(writer) == before
+    await writer.start_scan()  # not a first load any more: nothing is dropped
+    assert await index_names(writer) == before
+
+
+async def test_indexes_a_crashed_first_load_dropped_come_back_on_the_next_run(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    before = await index_names(writer)
+    await writer.start_scan()
+    await writer.write_page([authority(1, "A1", "2024-05-01T00:00:00Z")])
+    # the process dies here; the next run's writer is a new one
+    again = TableWriter(writer.conn, SOURCE, STREAM, uuid.uuid4())  # type: ignore[arg-type]
+    await again.finish_load()
+    assert await index_names(writer) == before
+    await again.finish_load()  # nothing left to do
+    assert await index_names(writer) == before

@@ -1,0 +1,60 @@
+"""A first load builds the table's secondary indexes once, at its end, instead of row by row.
+
+Keeping two secondary indexes up to date cost ~0.6 s of Postgres time per 200,000 shipments,
+about a tenth of the load; building them from the finished table takes a fraction of that (a
+sort), which is how `pg_restore` loads too. Only a load into an empty table does it, where
+nobody can yet rely on the indexes; the primary key stays, as it catches a record met twice.
+
+The dropped definitions are kept in the stream's state (key + "#indexes") in the transaction
+that drops them, and built again when the load ends or, after a crash, when the next run of
+the stream starts: an index is never lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from pipeline.state import forget, read_state, save_checkpoint
+
+_SECONDARY = (
+    "SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS definition "
+    "FROM pg_index i WHERE i.indrelid = $1::regclass AND NOT i.indisprimary "
+    "AND NOT i.indisunique AND NOT EXISTS "
+    "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
+)
+
+
+def _state_key(stream_key: str) -> str:
+    return f"{stream_key}#indexes"
+
+
+async def defer(conn: asyncpg.Connection, table: str, stream_key: str, run_id: uuid.UUID) -> int:
+    """Drop the table's secondary indexes, remembering them; how many were dropped."""
+    async with conn.transaction():
+        found = await conn.fetch(_SECONDARY, table)
+        if not found:
+            return 0
+        pending = (await read_state(conn, _state_key(stream_key))).checkpoint or {}
+        definitions = {**pending.get("definitions", {})}
+        definitions.update({row["name"]: row["definition"] for row in found})
+        await save_checkpoint(conn, _state_key(stream_key), {"definitions": definitions}, run_id)
+        for row in found:
+            await conn.execute(f"DROP INDEX {row['name']}")  # a name from the catalog
+    return len(found)
+
+
+async def restore(conn: asyncpg.Connection, stream_key: str) -> int:
+    """Build the indexes a first load of the stream dropped, if any; how many."""
+    state = await read_state(conn, _state_key(stream_key))
+    definitions: dict[str, str] = (state.checkpoint or {}).get("definitions", {})
+    if not definitions:
+        return 0
+    async with conn.transaction():
+        for definition in definitions.values():
+            await conn.execute(
+                definition.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
+            )
+        await forget(conn, _state_key(stream_key))
+    return len(definitions)
