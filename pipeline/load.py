@@ -106,6 +106,11 @@ class PreparedPage:
     unchanged_max_cursor: datetime | None = None
 
     @property
+    def retained(self) -> int:
+        """Records kept for writing (candidates and rejections): what the page holds in memory."""
+        return len(self.candidates) + len(self.rejected)
+
+    @property
     def settled(self) -> bool:
         """Nothing to write, quarantine or ask the database about: every record was found
         unchanged in memory."""

@@ -679,6 +679,11 @@ class _PreparedOnArrival:
         return self._prepare(records)
 
 
+def _retained(page: Page) -> int:
+    """The records a waiting page holds: all, or once prepared, those it still has to write."""
+    return len(page.records) if page.prepared is None else page.prepared.retained
+
+
 def _settled(page: Page) -> bool:
     return isinstance(page.prepared, PreparedPage) and page.prepared.settled
 
@@ -709,13 +714,16 @@ async def overlapped(
             async for page in pages:
                 if prepare is not None:
                     page.prepared = prepare(page.records)
+                    # What is left to write is in `prepared` now: the parsed page goes at once,
+                    # while still in the CPU's caches, not when its batch is done.
+                    page.records = []
                     # Let the loader run between pages: pages that come without a wait (a fast
                     # source, a backlog) would otherwise be prepared in one go while the
                     # database idles, before the loader's next statement is even sent.
                     await asyncio.sleep(0)
                 async with room:
                     await room.wait_for(has_room)
-                    waiting += len(page.records)
+                    waiting += _retained(page)
                 queue.put_nowait(page)
             queue.put_nowait(_DONE)
         except asyncio.CancelledError:
@@ -734,14 +742,14 @@ async def overlapped(
                 ended = item
                 break
             batch = [item]
-            size = len(item.records)
+            size = _retained(item)
             while size < batch_records and not queue.empty():
                 item = queue.get_nowait()
                 if item is _DONE or isinstance(item, BaseException):
                     ended = item
                     break
                 batch.append(item)
-                size += len(item.records)
+                size += _retained(item)
             async with room:
                 waiting -= size
                 room.notify_all()
