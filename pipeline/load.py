@@ -64,10 +64,7 @@ class PageResult:
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.quarantined += other.quarantined
-        if other.max_cursor is not None and (
-            self.max_cursor is None or other.max_cursor > self.max_cursor
-        ):
-            self.max_cursor = other.max_cursor
+        self.max_cursor = latest(self.max_cursor, other.max_cursor)
 
 
 @dataclass
