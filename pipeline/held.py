@@ -20,8 +20,6 @@ from array import array
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import orjson
-
 from pipeline.load import PreparedPage, Rejected, latest
 from pipeline.paginators import Page
 
@@ -81,7 +79,7 @@ class HeldWrites:
     def release(self) -> Page:
         """The held writes as one batch, prepared again from their JSON."""
         starts = [0, *self._ends[:-1]]
-        records = [orjson.loads(self._json[a:b]) for a, b in zip(starts, self._ends, strict=True)]
+        records = [bytes(self._json[a:b]) for a, b in zip(starts, self._ends, strict=True)]
         prepared = self._writer.prepare_page(records, unwrapped=True)
         prepared.read = self._read
         prepared.unchanged += self._unchanged

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 BodyCheck = Callable[[Any], object]
+BodyParser = Callable[[bytes], Any]
 MAX_REDIRECTS = 5
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS = 300.0
@@ -195,13 +196,15 @@ class HttpClient:
         form: Mapping[str, str] | None = None,
         multipart: bool = False,
         expect: BodyCheck | None = None,
+        parse: BodyParser = orjson.loads,
     ) -> JsonResponse:
         """Send with retries; return the parsed JSON of a 2xx, or raise a SourceHttpError.
 
         `form` is sent as a form (urlencoded, or multipart when asked), with the auth's own
         form fields added afresh on every attempt (a signed timestamp must not go stale).
         `expect` checks the parsed body's shape (raising ValueError): a 2xx body that is not
-        the documented envelope is retried like any other malformed response."""
+        the documented envelope is retried like any other malformed response. `parse` reads
+        a 2xx body (a ValueError: not JSON, retried); `pipeline.rawjson` keeps records raw."""
         refreshed = False
         attempt = 0
         while True:
@@ -213,7 +216,7 @@ class HttpClient:
                 body = _form_body(fields, multipart)
             try:
                 return await self._attempt(
-                    method, path, params, {**auth_headers, **(headers or {})}, body, expect
+                    method, path, params, {**auth_headers, **(headers or {})}, body, expect, parse
                 )
             except AuthenticationFailed as exc:
                 if (
@@ -284,6 +287,7 @@ class HttpClient:
         headers: Mapping[str, str],
         data: Any,
         expect: BodyCheck | None,
+        parse: BodyParser,
     ) -> JsonResponse:
         async with self._slots:
             await self._rate.wait()
@@ -297,7 +301,7 @@ class HttpClient:
                         target = self._redirect_target(method, path, resp)
                         if target is None:
                             body = await self._read_body(resp, method, path)
-                            return self._interpret(method, path, resp, body, expect)
+                            return self._interpret(method, path, resp, body, expect, parse)
                     url, query = target, None
                 raise BadRequest(
                     self.source,
@@ -374,6 +378,7 @@ class HttpClient:
         resp: aiohttp.ClientResponse,
         body: bytes,
         expect: BodyCheck | None,
+        parse: BodyParser,
     ) -> JsonResponse:
         status = resp.status
         if 200 <= status < 300:
@@ -383,8 +388,8 @@ class HttpClient:
             if not body.strip():
                 raise _Retriable(status, "empty body where JSON was expected")
             try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError:
+                parsed = parse(body)
+            except ValueError:  # orjson's JSONDecodeError is one
                 raise _Retriable(status, "body is not valid JSON (truncated?)") from None
             if expect is not None:
                 try:

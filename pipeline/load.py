@@ -31,6 +31,7 @@ import xxhash
 
 from pipeline import indexes
 from pipeline.logs import secrets
+from pipeline.rawjson import RAW_TYPES, parse_record
 from pipeline.stored import StoredHashes
 from pipeline.streams import ChildTable, Column, Deletions, SourceSpec, Stream, dig
 
@@ -159,6 +160,8 @@ def content_hash(serialised: bytes) -> bytes:
 
 
 def _raw_text(record: Any) -> str:
+    if type(record) in RAW_TYPES:
+        return bytes(record).decode("utf-8", "replace")
     try:
         return orjson.dumps(record).decode()
     except TypeError:
@@ -275,7 +278,9 @@ class TableWriter:
 
     def prepare_page(self, records: Sequence[Any], unwrapped: bool = False) -> PreparedPage:
         """Key, change time and content hash of every record; no I/O. Rejects what has no usable
-        key or cursor. `unwrapped`: the records are out of their wrappers already.
+        key or cursor. `unwrapped`: the records are out of their wrappers already. Records may
+        come raw, as the bytes the API sent (`pipeline.rawjson`): then they are hashed as they
+        are and parsed only if they are to be written.
 
         During a full scan with the stored hashes in memory, a record is hashed first, and one
         found unchanged goes no further (the common case: no key, no cursor, no candidate). When
@@ -286,19 +291,20 @@ class TableWriter:
         context = {**self._context, **self._fixed}
         stored = self._stored
         wrapper = self.stream.record_path
-        bare = [dig(e, wrapper) for e in records] if wrapper and not unwrapped else records
-        if stored is None or self._derived or not all(type(r) is dict for r in bare):
+        raw = all(type(e) in RAW_TYPES for e in records)
+        bare = [dig(e, wrapper) for e in records] if wrapper and not (unwrapped or raw) else records
+        if stored is None or self._derived or not (raw or all(type(r) is dict for r in bare)):
             # No stored hashes, or the rare page with a bad element or derived columns:
             # record by record (the stored hashes, if any, are then asked per record).
             for element in records:
-                self._add_candidate(page, element, context, unwrapped=unwrapped)
+                self._add_element(page, element, context, unwrapped=unwrapped)
             if stored is not None and page.candidates:
                 self._drop_unchanged(page, stored)
             return page
-        serialised = [orjson.dumps(record) for record in bare]
+        serialised = bare if raw else [orjson.dumps(record) for record in bare]
         prefix = self._identity(None, context)
         digests = (
-            [content_hash(prefix + s) for s in serialised]
+            [content_hash(prefix + bytes(s)) for s in serialised]
             if prefix
             else [content_hash(s) for s in serialised]
         )
@@ -306,10 +312,31 @@ class TableWriter:
         page.unchanged = len(records) - len(todo)
         ahead = 2 * len(todo) >= len(records)  # mostly writes (a first load): type them now
         for i in todo:
-            self._add_candidate(
+            self._add_element(
                 page, bare[i], context, serialised[i], digests[i], unwrapped=True, typed=ahead
             )
         return page
+
+    def _add_element(
+        self,
+        page: PreparedPage,
+        element: Any,
+        context: Mapping[str, Any],
+        serialised: Any = None,
+        digest: bytes | None = None,
+        unwrapped: bool = False,
+        typed: bool = False,
+    ) -> None:
+        """`_add_candidate` for an element as it came: a raw one is parsed first (its bytes
+        are then what is stored and hashed); one that is not JSON is rejected."""
+        if type(element) in RAW_TYPES:
+            try:
+                parsed = parse_record(element)
+            except ValueError as exc:
+                page.rejected.append(Rejected(None, str(exc), _raw_text(element)))
+                return
+            serialised, element, unwrapped = bytes(element), parsed, True
+        self._add_candidate(page, element, context, serialised, digest, unwrapped, typed)
 
     def _drop_unchanged(self, page: PreparedPage, stored: StoredHashes) -> None:
         """The record-by-record path's candidates, judged against the stored hashes."""

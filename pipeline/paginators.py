@@ -61,6 +61,12 @@ class Paginator(ABC):
 
     records_path: tuple[str, ...] = ()
 
+    @property
+    def sees_records(self) -> bool:
+        """Whether paging looks inside the records (their cursors, ids). If not, the records
+        may come as the bytes the API sent, parsed only when written (`pipeline.rawjson`)."""
+        return False
+
     def check(self, body: Any) -> None:
         """Raise ValueError when a body is not the documented envelope (the client retries)."""
         records_at(body, self.records_path)
@@ -365,6 +371,10 @@ class SingleResponse(Paginator):
     records_path: tuple[str, ...] = ()
     whole_body: bool = False
 
+    @property
+    def sees_records(self) -> bool:
+        return self.whole_body  # the body is the record
+
     def check(self, body: Any) -> None:
         if not self.whole_body:
             records_at(body, self.records_path)
@@ -415,6 +425,10 @@ class ValueSeekPages(Paginator):
     next_path: tuple[str, ...] = ("paging", "next")
     sort_params: Mapping[str, str] = field(default_factory=dict)
     max_tie_restarts: int = 5
+
+    @property
+    def sees_records(self) -> bool:
+        return True  # seeks by the last record's cursor
 
     def _cursor(self, record: Any) -> datetime | None:
         if not isinstance(record, dict):

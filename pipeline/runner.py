@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import asyncpg
+import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,6 +30,7 @@ from pipeline.http import HttpClient, JsonResponse
 from pipeline.load import Checkpoint, PageResult, PreparedPage, TableWriter
 from pipeline.logs import get_logger, secrets
 from pipeline.paginators import Page, Paginator, merge, records_at
+from pipeline.rawjson import loads_keeping_records, parse_record
 from pipeline.state import advance_watermark, read_state, save_checkpoint
 from pipeline.streams import Deletions, Incremental, Partitions, Stream, dig
 from pipeline.targets import StreamTarget, build_client
@@ -264,8 +267,12 @@ class _StreamRun:
         parent: str | None = None,
         paginator_factory: Callable[[int], Paginator] | None = None,
     ) -> tuple[Any, Any]:
-        paginator = (paginator_factory or stream.paginator)(stream.page_size(self.target.settings))
+        size = stream.page_size(self.target.settings)
+        paginator = (paginator_factory or stream.paginator)(size)
         filters = self.target.filter_params
+        parse: Any = orjson.loads
+        if _records_stay_raw(stream, size):
+            parse = partial(loads_keeping_records, records_path=paginator.records_path)
         form = None
         if stream.form is not None:
             form = {name: value.format(parent=parent) for name, value in stream.form.items()}
@@ -279,6 +286,7 @@ class _StreamRun:
                 form=form,
                 multipart=stream.multipart,
                 expect=paginator.check,
+                parse=parse,
             )
 
         return paginator, fetch
@@ -486,7 +494,11 @@ class _StreamRun:
         pages = paginator.pages(fetch, start=None, concurrency=self.client.max_concurrency)
         async for page in overlapped(pages):
             for element in page.records:
-                record = dig(element, parent.record_path) if parent.record_path else element
+                try:
+                    record = parse_record(element)
+                except ValueError:
+                    continue  # the parent's loader quarantines it
+                record = dig(record, parent.record_path) if parent.record_path else record
                 if isinstance(record, dict) and record.get(partitions.key) is not None:
                     keys.add(str(record[partitions.key]))
             if parent_writer is not None:
@@ -593,8 +605,10 @@ class _StreamRun:
         )
 
         def in_window(element: Any) -> bool:
-            record = dig(element, self.stream.record_path) if self.stream.record_path else element
             try:
+                record = parse_record(element)
+                if self.stream.record_path:
+                    record = dig(record, self.stream.record_path)
                 value = cursor.value(record) if isinstance(record, dict) else None
             except ValueError:
                 return True  # the loader quarantines it, with its reason
@@ -633,6 +647,17 @@ class _StreamRun:
             await self.conn.execute(
                 "DELETE FROM pipeline.stream_state WHERE stream = $1", state_key
             )
+
+
+def _records_stay_raw(stream: Stream, page_size: int) -> bool:
+    """Whether a stream's records come as the bytes the API sent (`pipeline.rawjson`): when
+    they are the list's elements themselves and no paginator the stream is read with looks
+    inside them. Decided per stream, not per run, because the content hash is over those bytes
+    and must be over the same bytes whichever way (sync, reconcile, backfill) a record came."""
+    if stream.record_path:
+        return False
+    factories = (stream.paginator, stream.reconcile_paginator)
+    return not any(f(page_size).sees_records for f in factories if f is not None)
 
 
 def _segment(value: Any) -> str:

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.load import PageResult, PreparedPage, TableWriter
+from pipeline.rawjson import loads_keeping_records
 from pipeline.sources import SOURCES
-from tests.helpers import live_rows, scalar
+from tests.helpers import live_rows, rows, scalar
 
 SOURCE = SOURCES["valomnia"]
 STREAM = SOURCE.stream("authorities")
@@ -209,6 +211,44 @@ async def test_the_same_record_under_another_partition_is_a_change(engine: Async
         await writer.start_scan(partition=("price_group_id", "g2"))
         assert (await writer.write_page([price])).updated == 1
     assert await scalar(engine, "SELECT price_group_id FROM afosto.prices") == "g2"
+
+
+def sent(body: bytes) -> list[Any]:
+    """A bare list body's records as a raw-record stream receives them (`pipeline.rawjson`)."""
+    return loads_keeping_records(body, ())  # type: ignore[no-any-return]
+
+
+async def test_records_that_come_raw_are_stored_and_judged_by_the_bytes_sent(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    spaced = b'[{"id": 50, "name": "A50", "dateCreated": "2024-01-01T00:00:00Z", "lastUpdated": "2024-05-01T00:00:00Z"}]'
+    assert (await writer.write_page(sent(spaced))).inserted == 1
+    assert (await live_rows(engine, "valomnia.authorities"))[50]["name"] == "A50"
+
+    await writer.start_scan()
+    quiet = await writer.write_page(sent(spaced))
+    assert (quiet.unchanged, await seen_in_database(writer)) == (1, 0)  # judged in memory
+    # Bytes as orjson writes them hash as a parsed record does (a detail probe's, say).
+    compact = orjson.dumps([authority(51, "A51", "2024-05-01T00:00:00Z")])
+    await writer.write_page(sent(compact))
+    await writer.start_scan()
+    assert (await writer.write_page([authority(51, "A51", "2024-05-01T00:00:00Z")])).unchanged == 1
+
+
+async def test_a_raw_record_that_is_not_text_is_quarantined_and_the_rest_written(
+    engine: AsyncEngine, writer: TableWriter
+) -> None:
+    body = (
+        b'[{"id": 60, "name": "\xff", "dateCreated": "2024-01-01T00:00:00Z", "lastUpdated": "2024-05-01T00:00:00Z"},'
+        + orjson.dumps(authority(61, "A61", "2024-05-01T00:00:00Z"))
+        + b"]"
+    )
+    await writer.start_scan()
+    result = await writer.write_page(sent(body))
+    assert (result.inserted, result.quarantined) == (1, 1)
+    reason, raw = (await rows(engine, "SELECT reason, raw FROM pipeline.quarantine"))[0]
+    assert reason.startswith("not valid JSON") and raw.startswith('{"id": 60')
+    assert set(await live_rows(engine, "valomnia.authorities")) == {61}
 
 
 async def index_names(writer: TableWriter) -> set[str]:
