@@ -311,10 +311,9 @@ class TableWriter:
         todo, page.unchanged_max_cursor = stored.judge(digests)
         page.unchanged = len(records) - len(todo)
         ahead = 2 * len(todo) >= len(records)  # mostly writes (a first load): type them now
+        add = self._add_element if raw else self._add_candidate
         for i in todo:
-            self._add_element(
-                page, bare[i], context, serialised[i], digests[i], unwrapped=True, typed=ahead
-            )
+            add(page, bare[i], context, serialised[i], digests[i], unwrapped=True, typed=ahead)
         return page
 
     def _add_element(
