@@ -304,3 +304,36 @@ async def test_a_page_far_larger_than_asked_is_taken_as_it_comes(engine: AsyncEn
     assert outcome.status == "succeeded", outcome.error
     assert outcome.totals.inserted == 120 and outcome.totals.read > 120  # duplicates merged
     assert await _stored(engine, TARGETS[2]) == {s["id"]: s for s in everything}
+
+
+async def test_a_record_that_is_not_utf_8_is_quarantined_and_its_page_loads(
+    engine: AsyncEngine,
+) -> None:
+    """Afosto's records stay raw until written (`pipeline.rawjson`): the skim checks the body's
+    syntax, not its text, so one bad record is rejected alone instead of the page retried."""
+    import orjson
+
+    sim = AfostoSimulator(
+        contacts=1, shipments=60, parcels=1, groups=1, prices_per_group=1, seed=98
+    )
+    everything = sim.truth("shipments")
+    page_two = [orjson.dumps(s) for s in everything[25:50]]
+    bad = everything[28]
+    page_two[3] = page_two[3].replace(b'"number":"', b'"number":"\xff', 1)
+    async with serve(sim) as running:
+        running.sim.faults.add(
+            HttpError(200, body=b"[" + b",".join(page_two) + b"]", content_type="application/json"),
+            times=1,
+            after=1,
+            path_prefix="/lcs/shipments",
+        )
+        settings = make_settings(afosto=running, streams={"afosto.shipments": {"page_size": 25}})
+        outcome = (await sync(engine, settings, "shipments"))["afosto.shipments"]
+
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.totals.quarantined == 1
+    assert await _stored(engine, TARGETS[2]) == {
+        s["id"]: s for s in everything if s["id"] != bad["id"]
+    }
+    [row] = await rows(engine, "SELECT reason, raw FROM pipeline.quarantine")
+    assert row.reason.startswith("not valid JSON") and bad["id"] in row.raw
