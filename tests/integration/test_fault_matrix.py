@@ -283,6 +283,21 @@ async def test_the_same_record_on_two_pages_is_stored_once(engine: AsyncEngine) 
     assert {k: v for k, v in truth.items() if k != 1} == stored  # for the next run
 
 
+async def _shipments_with_second_page(
+    engine: AsyncEngine, sim: AfostoSimulator, body: bytes
+) -> Any:
+    """Sync Afosto shipments 25 a page, the second page answered once with `body`."""
+    async with serve(sim) as running:
+        running.sim.faults.add(
+            HttpError(200, body=body, content_type="application/json"),
+            times=1,
+            after=1,
+            path_prefix="/lcs/shipments",
+        )
+        settings = make_settings(afosto=running, streams={"afosto.shipments": {"page_size": 25}})
+        return (await sync(engine, settings, "shipments"))["afosto.shipments"]
+
+
 async def test_a_page_far_larger_than_asked_is_taken_as_it_comes(engine: AsyncEngine) -> None:
     import orjson
 
@@ -290,16 +305,8 @@ async def test_a_page_far_larger_than_asked_is_taken_as_it_comes(engine: AsyncEn
         contacts=1, shipments=120, parcels=1, groups=1, prices_per_group=1, seed=97
     )
     everything = sim.truth("shipments")
-    async with serve(sim) as running:
-        # The second page answers with 120 records where 25 were asked for.
-        running.sim.faults.add(
-            HttpError(200, body=orjson.dumps(everything), content_type="application/json"),
-            times=1,
-            after=1,
-            path_prefix="/lcs/shipments",
-        )
-        settings = make_settings(afosto=running, streams={"afosto.shipments": {"page_size": 25}})
-        outcome = (await sync(engine, settings, "shipments"))["afosto.shipments"]
+    # The second page answers with 120 records where 25 were asked for.
+    outcome = await _shipments_with_second_page(engine, sim, orjson.dumps(everything))
 
     assert outcome.status == "succeeded", outcome.error
     assert outcome.totals.inserted == 120 and outcome.totals.read > 120  # duplicates merged
@@ -320,15 +327,7 @@ async def test_a_record_that_is_not_utf_8_is_quarantined_and_its_page_loads(
     page_two = [orjson.dumps(s) for s in everything[25:50]]
     bad = everything[28]
     page_two[3] = page_two[3].replace(b'"number":"', b'"number":"\xff', 1)
-    async with serve(sim) as running:
-        running.sim.faults.add(
-            HttpError(200, body=b"[" + b",".join(page_two) + b"]", content_type="application/json"),
-            times=1,
-            after=1,
-            path_prefix="/lcs/shipments",
-        )
-        settings = make_settings(afosto=running, streams={"afosto.shipments": {"page_size": 25}})
-        outcome = (await sync(engine, settings, "shipments"))["afosto.shipments"]
+    outcome = await _shipments_with_second_page(engine, sim, b"[" + b",".join(page_two) + b"]")
 
     assert outcome.status == "succeeded", outcome.error
     assert outcome.totals.quarantined == 1
