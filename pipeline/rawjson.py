@@ -59,7 +59,7 @@ def _split(body: bytes | msgspec.Raw, path: tuple[str, ...]) -> Any:
 
 def parse_record(element: Any) -> Any:
     """A record element as a Python value, whether it came raw or parsed; a raw one that is
-    not JSON Postgres could store (bad UTF-8, a lone surrogate) raises ValueError."""
+    not valid JSON text raises ValueError (bad UTF-8: the skim checks syntax, not text)."""
     if type(element) not in RAW_TYPES:
         return element
     try:
