@@ -78,8 +78,9 @@ class HeldWrites:
 
     def release(self) -> Page:
         """The held writes as one batch, prepared again from their JSON."""
-        starts = [0, *self._ends[:-1]]
-        records = [bytes(self._json[a:b]) for a, b in zip(starts, self._ends, strict=True)]
+        # Bounds of each held record; a batch may hold none, only rejections.
+        bounds = zip([0, *self._ends], self._ends, strict=False)
+        records = [bytes(self._json[a:b]) for a, b in bounds]
         prepared = self._writer.prepare_page(records, unwrapped=True)
         prepared.read = self._read
         prepared.unchanged += self._unchanged

@@ -31,7 +31,7 @@ import xxhash
 
 from pipeline import indexes
 from pipeline.logs import secrets
-from pipeline.rawjson import RAW_TYPES, parse_record
+from pipeline.rawjson import RAW_TYPES, holds_nul, parse_record
 from pipeline.stored import StoredHashes
 from pipeline.streams import ChildTable, Column, Deletions, SourceSpec, Stream, dig
 
@@ -402,7 +402,7 @@ class TableWriter:
     ) -> tuple[tuple[Any, ...], list[list[tuple[Any, ...]]]]:
         """The COPY row and child rows of one record; ValueError names what does not fit."""
         record = candidate.record
-        if b"\\u0000" in candidate.serialised:
+        if holds_nul(candidate.serialised):
             raise ValueError("contains a NUL character, which Postgres cannot store")
         try:
             values = self._row_builder()(record, self._fixed, context)

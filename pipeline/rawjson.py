@@ -57,6 +57,30 @@ def _split(body: bytes | msgspec.Raw, path: tuple[str, ...]) -> Any:
     }
 
 
+_NUL_ESCAPE = b"\\u0000"
+_BACKSLASH = 0x5C
+
+
+def holds_nul(serialised: bytes) -> bool:
+    """Whether JSON text decodes to a string (or key) holding U+0000, which Postgres cannot
+    store in text or jsonb.
+
+    Valid JSON can carry U+0000 only as the escape `\\u0000` (a raw control byte is malformed),
+    but those six bytes are also how the text `\\u0000` itself begins when its backslash is
+    escaped (`\\\\u0000`): the escape is real only after an even run of backslashes. Records
+    rarely hold either, so the common case costs one `find` over the bytes; only a hit counts
+    backslashes, instead of parsing the record to look."""
+    at = serialised.find(_NUL_ESCAPE)
+    while at != -1:
+        run = 0
+        while at - run > 0 and serialised[at - run - 1] == _BACKSLASH:
+            run += 1
+        if run % 2 == 0:
+            return True
+        at = serialised.find(_NUL_ESCAPE, at + 1)
+    return False
+
+
 def parse_record(element: Any) -> Any:
     """A record element as a Python value, whether it came raw or parsed; a raw one that is
     not valid JSON text raises ValueError (bad UTF-8: the skim checks syntax, not text)."""

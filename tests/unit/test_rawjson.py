@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import msgspec
-import pytest
+import os
+import random
+from typing import Any
 
-from pipeline.rawjson import MalformedJson, loads_keeping_records, parse_record
+import msgspec
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.rawjson import MalformedJson, holds_nul, loads_keeping_records, parse_record
 from pipeline.runner import _records_stay_raw
 from pipeline.sources import SOURCES
+from tests import hostile
 
 
 def test_a_bare_list_keeps_each_record_exactly_as_sent() -> None:
@@ -87,3 +95,31 @@ def test_which_streams_keep_records_raw(key: str, raw: bool) -> None:
     stream = SOURCES[source].stream(name)
     assert stream is not None
     assert _records_stay_raw(stream, 100) is raw
+
+
+# ---- U+0000: refused only when a decoded string really holds it ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wire", "real"),
+    [
+        (b'{"n": "back\\\\slash \\\\u0000 x"}', False),  # text: a backslash, then u0000
+        (b'{"n": "\\u0000"}', True),
+        (b'{"n": "\\\\\\u0000"}', True),  # a backslash, then a NUL
+        (b'{"n": "\\\\\\\\u0000"}', False),  # two backslashes, then u0000
+        (b'{"\\u0000": 1}', True),  # in a key
+        (b'{"n": "u0000 \\u005cu0000"}', False),
+        (b'{"n": "\\\\u0000", "m": "\\u0000"}', True),  # a lookalike first, a real one after
+    ],
+)
+def test_holds_nul_reads_escapes_as_a_decoder_would(wire: bytes, real: bool) -> None:
+    assert holds_nul(wire) is real
+    assert hostile.holds_nul(orjson.loads(wire)) is real
+
+
+@settings(max_examples=int(os.environ.get("PIPELINE_ORACLE_EXAMPLES", "300")), deadline=None)
+@given(value=hostile.json_values(), seed=st.integers(0, 2**32))
+def test_holds_nul_equals_decoding_and_looking(value: Any, seed: int) -> None:
+    """The fast scan over the bytes against the plain way: decode, then look."""
+    wire = hostile.json_bytes(value, random.Random(seed))
+    assert holds_nul(wire) is hostile.holds_nul(orjson.loads(wire))
