@@ -776,6 +776,12 @@ def compile_row_builder(
         elif fits == "str":
             lines.append(f"    if v{i} is not None and (type(v{i}) is not str or '\\x00' in v{i}):")
             lines.append(f"        v{i} = conv{i}(v{i})")
+        elif fits == "int":  # and within bigint's range, or COPY fails the whole batch
+            lines.append(
+                f"    if v{i} is not None and (type(v{i}) is not int "
+                f"or not -0x8000000000000000 <= v{i} <= 0x7FFFFFFFFFFFFFFF):"
+            )
+            lines.append(f"        v{i} = conv{i}(v{i})")
         elif fits is not None:
             lines.append(f"    if v{i} is not None and type(v{i}) is not {fits}:")
             lines.append(f"        v{i} = conv{i}(v{i})")

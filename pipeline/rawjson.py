@@ -46,6 +46,33 @@ def loads_keeping_records(body: bytes, records_path: Sequence[str]) -> Any:
         raise MalformedJson(str(exc)) from None
 
 
+def loads_parsing_records(body: bytes, records_path: Sequence[str]) -> Any:
+    """The parsed body, records parsed too (for streams whose paging looks inside them).
+
+    A body orjson refuses may still be well-formed JSON with one record whose text is not
+    UTF-8: then each record is parsed on its own, and one that cannot be stays raw, for the
+    loader to quarantine alone, as on the raw path. A body that is not JSON at all is
+    malformed (retried)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    parsed = loads_keeping_records(body, records_path)
+    records = parsed
+    for step in records_path:
+        records = records.get(step) if isinstance(records, dict) else None
+    if isinstance(records, list):
+        records[:] = [_parsed_if_text(record) for record in records]
+    return parsed
+
+
+def _parsed_if_text(record: Any) -> Any:
+    try:
+        return parse_record(record)
+    except ValueError:
+        return record
+
+
 def _split(body: bytes | msgspec.Raw, path: tuple[str, ...]) -> Any:
     if not path:
         return _RAW_ITEMS.decode(body)

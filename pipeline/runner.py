@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import quote
 
 import asyncpg
-import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,7 +29,7 @@ from pipeline.http import HttpClient, JsonResponse
 from pipeline.load import Checkpoint, PageResult, PreparedPage, TableWriter
 from pipeline.logs import get_logger, secrets
 from pipeline.paginators import Page, Paginator, merge, records_at
-from pipeline.rawjson import loads_keeping_records, parse_record
+from pipeline.rawjson import loads_keeping_records, loads_parsing_records, parse_record
 from pipeline.state import advance_watermark, read_state, save_checkpoint
 from pipeline.streams import Deletions, Incremental, Partitions, Stream, dig
 from pipeline.targets import StreamTarget, build_client
@@ -274,9 +273,11 @@ class _StreamRun:
         size = stream.page_size(self.target.settings)
         paginator = (paginator_factory or stream.paginator)(size)
         filters = self.target.filter_params
-        parse: Any = orjson.loads
-        if _records_stay_raw(stream, size):
-            parse = partial(loads_keeping_records, records_path=paginator.records_path)
+        keep = _records_stay_raw(stream, size)
+        parse = partial(
+            loads_keeping_records if keep else loads_parsing_records,
+            records_path=paginator.records_path,
+        )
         form = None
         if stream.form is not None:
             form = {name: value.format(parent=parent) for name, value in stream.form.items()}

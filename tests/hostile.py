@@ -48,15 +48,17 @@ AWKWARD_PIECES = [
 HUGE = 100_000
 
 
-def text(*, allow_nul: bool = True, max_pieces: int = 6) -> st.SearchStrategy[str]:
-    """Strings mixing awkward pieces with arbitrary unicode; now and then 100 KB long."""
+def text(
+    *, allow_nul: bool = True, max_pieces: int = 6, huge: bool = True
+) -> st.SearchStrategy[str]:
+    """Strings mixing awkward pieces with arbitrary unicode; with `huge`, now and then 100 KB."""
     pieces = st.sampled_from([p for p in AWKWARD_PIECES if allow_nul or "\x00" not in p]) | st.text(
         alphabet=st.characters(codec="utf-8", exclude_characters=set() if allow_nul else {"\x00"}),
         max_size=8,
     )
     mixed = st.lists(pieces, max_size=max_pieces).map("".join)
-    huge = st.sampled_from(["x", "é", "😀", "\\"]).map(lambda c: c * (HUGE // len(c.encode())))
-    return st.one_of(mixed, mixed, mixed, huge) if max_pieces else mixed
+    huge_text = st.sampled_from(["x", "é", "😀", "\\"]).map(lambda c: c * (HUGE // len(c.encode())))
+    return st.one_of(mixed, mixed, mixed, mixed, mixed, mixed, mixed, huge_text) if huge else mixed
 
 
 def integers() -> st.SearchStrategy[int]:
@@ -65,24 +67,22 @@ def integers() -> st.SearchStrategy[int]:
     return st.sampled_from(edges) | st.integers(min_value=-(2**64), max_value=2**64)
 
 
-def scalars(*, allow_nul: bool = True) -> st.SearchStrategy[Any]:
+def scalars(*, allow_nul: bool = True, huge: bool = False) -> st.SearchStrategy[Any]:
     return st.one_of(
         st.none(),
         st.booleans(),
         integers(),
         st.floats(allow_nan=False, allow_infinity=False),
-        text(allow_nul=allow_nul, max_pieces=4),
+        text(allow_nul=allow_nul, max_pieces=4, huge=huge),
     )
 
 
-def json_values(*, allow_nul: bool = True) -> st.SearchStrategy[Any]:
-    """Any JSON value, nested empty objects and arrays included."""
+def json_values(*, allow_nul: bool = True, huge: bool = False) -> st.SearchStrategy[Any]:
+    """Any JSON value, nested empty objects and arrays included; `huge`: 100 KB strings too."""
+    keys = text(allow_nul=allow_nul, max_pieces=2, huge=False)
     return st.recursive(
-        scalars(allow_nul=allow_nul) | st.just({}) | st.just([]),
-        lambda inner: (
-            st.lists(inner, max_size=4)
-            | st.dictionaries(text(allow_nul=allow_nul, max_pieces=2), inner, max_size=4)
-        ),
+        scalars(allow_nul=allow_nul, huge=huge) | st.just({}) | st.just([]),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
         max_leaves=12,
     )
 

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pipeline.config import settings_from_mapping
+from pipeline.runner import Runner
 from pipeline.sandbox import (
     AfostoSimulator,
     DigiLockerSimulator,
@@ -18,7 +20,10 @@ from pipeline.sandbox import (
     ValomniaSimulator,
     serve,
 )
+from pipeline.sources import SOURCES
+from pipeline.targets import select_streams
 from tests.helpers import live_rows, make_settings, rows, scalar, sync
+from tests.wire import WireSimulator
 
 # A backslash, then the six characters `u0000`: text, not a NUL. On the wire `\\u0000`.
 LOOKS_LIKE_NUL = "back\\slash \\u0000 x"
@@ -155,3 +160,33 @@ async def test_a_rerun_whose_only_news_are_records_to_quarantine_succeeds_every_
     assert stored == {k: v for k, v in truth.items() if v["updated_at"] != "last Tuesday"}
     reasons = {r.reason for r in await rows(engine, "SELECT reason FROM pipeline.quarantine")}
     assert len(reasons) == 2
+
+
+async def test_a_record_that_is_not_utf_8_is_quarantined_alone_on_a_parsed_stream_too(
+    engine: AsyncEngine,
+) -> None:
+    """Sparkfly's records are parsed with their page (they come wrapped). A record whose text
+    is not UTF-8 made the whole body 'not valid JSON': retried, then the stream failed on
+    every run. Now that record alone is quarantined."""
+
+    def credential(i: int, name: bytes = b"ok") -> bytes:
+        return (
+            b'{"credential": {"id": %d, "offer_name": "%s", "updated_at": "2024-05-01T00:00:00Z"}}'
+            % (i, name)
+        )
+
+    sim = WireSimulator()
+    wires = [credential(i) for i in range(1, 8)]
+    wires[3] = credential(4, b"caf\xe9")  # Latin-1, as a misconfigured server sends it
+    sim.serve_list("/v1.0/credentials", "sparkfly", wires)
+    async with serve(sim) as running:
+        table = {"token": "t", "base_url": running.url, "backoff_seconds": 0.01}
+        settings = settings_from_mapping({"sources": {"sparkfly": table}}, {}, SOURCES, label="t")
+        [outcome] = await Runner(engine).run(select_streams(settings, ["credentials"]))
+
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.totals.quarantined == 1
+    stored = await live_rows(engine, "sparkfly.credentials")
+    assert sorted(stored) == [1, 2, 3, 5, 6, 7]
+    [row] = await rows(engine, "SELECT reason FROM pipeline.quarantine")
+    assert row.reason.startswith("not valid JSON")
