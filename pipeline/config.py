@@ -260,6 +260,13 @@ def _check_database_url(url: Any, label: str, key: str) -> None:
             f"{label}: {key}: expected postgresql://user@host:5432/db, "
             f"got a {parts.scheme or 'scheme-less'} URL"
         )
+    try:
+        parts.port  # noqa: B018  (reading it is the check: it parses)
+    except ValueError:
+        raise ConfigError(
+            f"{label}: {key}: the port is not a number from 1 to 65535; "
+            "expected postgresql://user@host:5432/db"
+        ) from None
 
 
 def _expect_table(value: Any, label: str, where: tuple[str, ...]) -> None:
