@@ -49,14 +49,17 @@ async def _database_url(settings: Settings) -> str:
 
 
 async def _engine_for(settings: Settings, url: str | None = None) -> Any:
-    from pipeline import db
+    """An engine that has connected once: any refusal is one line naming the setting (exit 2)."""
+    from pipeline import db, dberrors
 
-    engine = db.create_engine(url or await _database_url(settings))
+    url = url or await _database_url(settings)
+    engine = db.create_engine(url)
     try:
         await db.wait_until_reachable(engine)
-    except ConnectionError as exc:
+    except dberrors.ConnectFailed as exc:
         await engine.dispose()
-        raise ConfigError(str(exc)) from None
+        message = dberrors.connect_message(exc.error, settings.database_setting, url)
+        raise ConfigError(message) from None
     return engine
 
 
@@ -284,6 +287,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args, require_file=False)
     server_url = await _database_url(settings)
+    await (await _engine_for(settings, server_url)).dispose()  # a refusal named as such
     try:
         demo_url = await db.recreate_database(server_url, DEMO_DATABASE)
     except (OSError, asyncpg_errors()) as exc:

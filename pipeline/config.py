@@ -113,6 +113,8 @@ class Settings:
     database_url: str | None
     embedded_dir: Path
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    # Where the database comes from, as a person fixing it must be told (see `pipeline.dberrors`).
+    database_setting: str = "DATABASE_URL"
 
     def secret_values(self) -> list[str]:
         values = [v for src in self.sources.values() for v in src.settings.secret_values()]
@@ -199,6 +201,12 @@ def _validate(
     embedded_dir = database.get("embedded_dir", DEFAULT_EMBEDDED_DIR)
     if not isinstance(embedded_dir, str):
         raise ConfigError(f"{label}: database.embedded_dir: expected a string path")
+    if env_url:
+        database_setting = "DATABASE_URL"
+    elif db_url is not None:
+        database_setting = f"[database] url in {label}"
+    else:
+        database_setting = f"the embedded Postgres in {embedded_dir}"
 
     raw_sources = raw.get("sources", {})
     _expect_table(raw_sources, label, ("sources",))
@@ -246,6 +254,7 @@ def _validate(
         database_url=db_url,
         embedded_dir=Path(embedded_dir),
         sources=configured,
+        database_setting=database_setting,
     )
 
 
@@ -260,6 +269,13 @@ def _check_database_url(url: Any, label: str, key: str) -> None:
             f"{label}: {key}: expected postgresql://user@host:5432/db, "
             f"got a {parts.scheme or 'scheme-less'} URL"
         )
+    try:
+        parts.port  # noqa: B018  (reading it is the check: it parses)
+    except ValueError:
+        raise ConfigError(
+            f"{label}: {key}: the port is not a number from 1 to 65535; "
+            "expected postgresql://user@host:5432/db"
+        ) from None
 
 
 def _expect_table(value: Any, label: str, where: tuple[str, ...]) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from pipeline import dberrors
 from pipeline.logs import get_logger
 
 log = get_logger(__name__)
@@ -150,17 +151,16 @@ def head_revision() -> str | None:
 
 
 async def wait_until_reachable(engine: AsyncEngine, seconds: float = 10.0) -> None:
-    """Fail with a clear message instead of a driver traceback when the server is not there."""
+    """Connect once, so a person gets a sentence instead of a driver traceback (the CLI builds
+    it from `ConnectFailed.error`). A server not up yet is waited for; an answer that waiting
+    cannot change (no such database or role, wrong password, no slot left) fails at once."""
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
         try:
             async with engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))
                 return
-        except (OSError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise ConnectionError(
-                    f"cannot reach the database ({type(exc).__name__}); check DATABASE_URL or "
-                    "[database].url, or unset both to use the embedded Postgres"
-                ) from None
+        except dberrors.DATABASE_ERRORS as exc:
+            if not dberrors.may_pass(exc) or asyncio.get_running_loop().time() > deadline:
+                raise dberrors.ConnectFailed(dberrors.driver_error(exc)) from None
             await asyncio.sleep(0.5)

@@ -1,7 +1,11 @@
 """Run history (`pipeline.sync_runs`): one row per stream per run, kept current page by page.
 
-A run that dies without finishing leaves its row `running`; the next run of the stream, once it
-holds the stream's lock (so nothing else can be running it), marks such rows `interrupted`.
+A run that dies without finishing (killed, or its connection lost so its end could not be
+written) leaves its row `running`. A run holds its stream's advisory lock (`runner`) from before
+its row is written until after its end is, and Postgres drops the lock with the session, so a
+`running` row whose lock nobody holds is abandoned: `pipeline status` shows it `interrupted`
+at once, without writing, and the next run of the stream, holding the lock itself (which proves
+that no other run is alive), marks such rows `interrupted` in the table.
 """
 
 from __future__ import annotations
@@ -14,13 +18,31 @@ import asyncpg
 from pipeline.load import PageResult
 from pipeline.logs import secrets
 
+ABANDONED = (
+    "the run ended without recording its end: its process died or lost its database connection"
+)
+
+
+def stream_lock_held(stream: str) -> str:
+    """SQL: whether any session holds the advisory lock the runner takes for the stream named
+    by the SQL expression `stream` (`pg_try_advisory_lock(hashtextextended('pipeline.stream:'
+    || key, 0))`: a bigint key shows in pg_locks as classid, objid and objsubid 1)."""
+    return (
+        "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.objsubid = 1 AND l.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND ((l.classid::bigint << 32) | l.objid::bigint) = "
+        f"hashtextextended('pipeline.stream:' || {stream}, 0))"
+    )
+
 
 async def close_abandoned(conn: asyncpg.Connection, stream_key: str) -> int:
+    """Called holding the stream's lock: every `running` row of the stream is abandoned."""
     status = await conn.execute(
         "UPDATE pipeline.sync_runs SET status = 'interrupted', finished_at = now(), "
-        "error = coalesce(error, 'the process ended before the run finished') "
-        "WHERE stream = $1 AND status = 'running'",
+        "error = coalesce(error, $2) WHERE stream = $1 AND status = 'running'",
         stream_key,
+        ABANDONED,
     )
     return int(status.split()[-1])
 

@@ -22,7 +22,7 @@ import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline import history
+from pipeline import dberrors, history
 from pipeline.errors import Interrupted, NotFound, PipelineError, SourceHttpError
 from pipeline.held import HeldWrites
 from pipeline.http import HttpClient, JsonResponse
@@ -116,11 +116,11 @@ class Runner:
             if isinstance(result, BaseException):
                 # Outside the stream's own error handling (no database connection, say).
                 log.error("stream_not_started", stream=target.key, error=str(result))
-                result = StreamOutcome(
-                    target.key,
-                    "failed",
-                    error=secrets.redact(f"{target.key}: {type(result).__name__}: {result}"),
-                )
+                if dberrors.is_database_error(result):
+                    error = f"{target.key}: {dberrors.describe(result)}"
+                else:
+                    error = f"{target.key}: {type(result).__name__}: {result}"
+                result = StreamOutcome(target.key, "failed", error=secrets.redact(error))
             outcomes.append(result)
         return outcomes
 
@@ -192,7 +192,7 @@ class _StreamRun:
                 await self.conn.execute(
                     "SELECT pg_advisory_unlock(hashtextextended($1, 0))", lock_name
                 )
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            except dberrors.DATABASE_ERRORS:
                 pass  # a broken connection has released the lock already
         return self.outcome
 
@@ -230,8 +230,8 @@ class _StreamRun:
             status, error = "interrupted", "stopped at a page boundary when asked to stop"
         except PipelineError as exc:  # HTTP, paging and the like: already a sentence
             error = f"{self.key}: {exc}"
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            error = f"{self.key}: database error: {type(exc).__name__}: {exc}"
+        except dberrors.DATABASE_ERRORS as exc:  # a lost connection too: not ours to report
+            error = f"{self.key}: {dberrors.describe(exc)}"
         except Exception as exc:
             log.exception("stream_crashed")
             error = f"{self.key}: internal error {type(exc).__name__}: {exc}; please report it"
@@ -258,7 +258,7 @@ class _StreamRun:
                 deleted=self.outcome.deleted,
                 error=self.outcome.error,
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except dberrors.DATABASE_ERRORS as exc:
             log.error("run_history_not_written", error=str(exc))
 
     # ---- strategies ------------------------------------------------------------------------

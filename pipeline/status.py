@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pipeline import history
 from pipeline.config import Settings
 from pipeline.cron import period
 from pipeline.sources import SOURCES
@@ -47,14 +48,35 @@ class StreamStatus:
 
 
 _LAST_RUN = sa.text(
-    "SELECT started_at, status, error FROM pipeline.sync_runs WHERE stream = :stream "
+    "SELECT id, started_at, status, error, "
+    f"status = 'running' AND NOT {history.stream_lock_held('stream')} AS lock_free "
+    "FROM pipeline.sync_runs WHERE stream = :stream "
     "AND kind = 'sync' ORDER BY started_at DESC, id DESC LIMIT 1"
 )
+_STILL_RUNNING = sa.text("SELECT status = 'running' FROM pipeline.sync_runs WHERE id = :id")
 _LAST_SUCCESS = sa.text(
     "SELECT max(finished_at) FROM pipeline.sync_runs "
     "WHERE stream = :stream AND status = 'succeeded' AND kind = 'sync'"
 )
 _WATERMARK = sa.text("SELECT watermark FROM pipeline.stream_state WHERE stream = :stream")
+
+
+async def _last_run(conn: AsyncConnection, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The stream's last sync run as (started, status, error); a `running` one whose lock nobody
+    holds is `interrupted` (see `pipeline.history`), judged without writing anything.
+
+    The row is read again after the lock was found free: a run is alive from before its row is
+    written until after its end is, so a row still `running` after its lock was seen free
+    belongs to a run that died (a run that merely ended in between reads as ended)."""
+    row = (await conn.execute(_LAST_RUN, params)).first()
+    if row is None:
+        return None
+    if row.lock_free and (await conn.execute(_STILL_RUNNING, {"id": row.id})).scalar():
+        return row.started_at, "interrupted", row.error or history.ABANDONED
+    if row.lock_free:  # it ended meanwhile: show how
+        row = (await conn.execute(_LAST_RUN, params)).first()
+        assert row is not None
+    return row.started_at, row.status, row.error
 
 
 def _targets(settings: Settings | None) -> dict[str, StreamTarget]:
@@ -74,14 +96,16 @@ async def stream_statuses(
     now = now or datetime.now(UTC)
     configured = _targets(settings)
     out = []
+    # Each statement its own snapshot, whatever the server's default isolation (`_last_run`).
     async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
         for spec in SOURCES.values():
             for stream in spec.streams:
                 base = f"{spec.name}.{stream.name}"
                 target = configured.get(base)
                 key = target.key if target else base
                 params = {"stream": key}
-                last = (await conn.execute(_LAST_RUN, params)).first()
+                last = await _last_run(conn, params)
                 last_success = (await conn.execute(_LAST_SUCCESS, params)).scalar()
                 live, deleted = (
                     await conn.execute(

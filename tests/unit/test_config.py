@@ -337,6 +337,13 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str | None, tuple[str, ...]]] 
         ("expected postgresql://", "got a mysql URL"),
     ),
     (
+        "DATABASE_URL with a port that is not a number",
+        SOHO,
+        {"DATABASE_URL": "postgresql://etl:pw@db:54x2/warehouse"},
+        "DATABASE_URL (environment, overrides database.url)",
+        ("the port is not a number", "postgresql://user@host:5432/db"),
+    ),
+    (
         "not toml",
         "[sources.soho\nbase_url = https://soho.example.com\n",
         {},
