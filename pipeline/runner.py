@@ -207,12 +207,19 @@ class _StreamRun:
         log.info(
             "stream_started", watermark=state.watermark.isoformat() if state.watermark else None
         )
-        writer = TableWriter(self.conn, self.target.source, self.stream, self.run_id, self.context)
+        kind = self.runner.mode.kind
+        writer = TableWriter(
+            self.conn,
+            self.target.source,
+            self.stream,
+            self.run_id,
+            self.context,
+            rewrite=kind == "backfill",  # a backfill repairs rows, changed at the source or not
+        )
         status, error = "failed", None
         try:
             await writer.prepare()
             await writer.finish_load()  # indexes a crashed first load put off (`indexes`)
-            kind = self.runner.mode.kind
             if kind == "backfill":
                 await self._backfill(writer)
             elif kind == "reconcile" and self.stream.incremental is Incremental.SORTED_FILTER:
