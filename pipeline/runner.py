@@ -31,6 +31,7 @@ from pipeline.load import Checkpoint, PageResult, PreparedPage, TableWriter
 from pipeline.logs import get_logger, secrets
 from pipeline.paginators import Page, Paginator, merge, records_at
 from pipeline.rawjson import loads_keeping_records, parse_record
+from pipeline.rederive import BATCH_ROWS, Rederivation
 from pipeline.state import advance_watermark, read_state, save_checkpoint
 from pipeline.streams import Deletions, Incremental, Partitions, Stream, dig
 from pipeline.targets import StreamTarget, build_client
@@ -66,12 +67,14 @@ class StreamOutcome:
 
 @dataclass(frozen=True)
 class Mode:
-    """What a run does: a normal `sync`, a `backfill` of a window, or a `reconcile`."""
+    """What a run does: a normal `sync`, a `backfill` of a window, a `reconcile`, or a
+    `rederive` (stored rows retyped from their `data`, no API call: `pipeline.rederive`)."""
 
     kind: str = "sync"
     since: datetime | None = None
     until: datetime | None = None
     dry_run: bool = False
+    batch_rows: int = BATCH_ROWS  # rows per transaction of a `rederive`
 
 
 class Runner:
@@ -222,6 +225,8 @@ class _StreamRun:
             await writer.finish_load()  # indexes a crashed first load put off (`indexes`)
             if kind == "backfill":
                 await self._backfill(writer)
+            elif kind == "rederive":
+                await self._rederive()
             elif kind == "reconcile" and self.stream.incremental is Incremental.SORTED_FILTER:
                 await self._reconcile_sorted(writer)
             elif self.stream.partitions is not None:
@@ -658,6 +663,31 @@ class _StreamRun:
             await self.conn.execute(
                 "DELETE FROM pipeline.stream_state WHERE stream = $1", state_key
             )
+
+    async def _rederive(self) -> None:
+        """Retype the stored rows from their `data`; each batch's counts go into the run's
+        history row in the batch's own transaction."""
+        row_id, mode = self.row_id, self.runner.mode
+        assert row_id is not None
+
+        async def in_batch(conn: asyncpg.Connection, result: PageResult) -> None:
+            await history.add_page(conn, row_id, result)
+
+        def committed(result: PageResult) -> None:
+            self.outcome.totals.add(result)
+            self.outcome.pages += 1
+            if self.runner.progress is not None:
+                self.runner.progress(self.key, Page([], self.outcome.pages), result)
+
+        rederivation = Rederivation(
+            self.conn,
+            self.target,
+            self.run_id,
+            since=mode.since,
+            until=mode.until,
+            batch_rows=mode.batch_rows,
+        )
+        await rederivation.run(self.runner.stop, in_batch, committed)
 
 
 def _records_stay_raw(stream: Stream, page_size: int) -> bool:
