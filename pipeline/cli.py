@@ -104,10 +104,15 @@ EXIT_INTERRUPTED = 130
 
 
 async def _run_streams(
-    args: argparse.Namespace, names: Sequence[str], mode: Any, progress: Any = None
+    args: argparse.Namespace,
+    names: Sequence[str],
+    mode: Any,
+    progress: Any = None,
+    check: Callable[[list[Any]], None] | None = None,
 ) -> tuple[list[Any], bool]:
     """Validate, connect, check the schema, run; a first SIGTERM/Ctrl-C stops at a page
-    boundary. Returns the outcomes and whether a stop was asked for."""
+    boundary. `check` may refuse the chosen streams (a ConfigError) before anything runs.
+    Returns the outcomes and whether a stop was asked for."""
     from pipeline.runner import Runner
     from pipeline.shutdown import GracefulStop
     from pipeline.targets import select_streams
@@ -118,6 +123,8 @@ async def _run_streams(
         raise ConfigError(
             f"{settings.path}: no enabled stream; add a [sources.<name>] table or enable a stream"
         )
+    if check is not None:
+        check(targets)
     stop = GracefulStop()
     stop.install()
     engine = await _engine_for(settings)
@@ -171,6 +178,32 @@ async def cmd_backfill(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
 
 
+async def cmd_rederive(args: argparse.Namespace) -> int:
+    from pipeline.rederive import BATCH_ROWS, refusal
+    from pipeline.report import ProgressDisplay, exit_code, print_outcomes
+    from pipeline.runner import Mode
+
+    since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
+    if since is not None and until is not None and until < since:
+        raise ConfigError("--until is before --since; give a window that moves forward in time")
+    batch_rows = BATCH_ROWS if args.batch_size is None else args.batch_size
+    if batch_rows < 1:
+        raise ConfigError(f"--batch-size {batch_rows}: give a number of rows, 1 or more")
+
+    def check(targets: list[Any]) -> None:
+        for target in targets:
+            reason = refusal(target.stream, windowed=since is not None or until is not None)
+            if reason:
+                raise ConfigError(f"cannot rederive {target.key}: {reason}")
+
+    mode = Mode("rederive", since=since, until=until, batch_rows=batch_rows)
+    label = f"rederive {args.stream}"
+    with ProgressDisplay(console(), label, event="rederive_progress") as progress:
+        outcomes, stopped = await _run_streams(args, [args.stream], mode, progress, check)
+    print_outcomes(outcomes, console(), title=label)
+    return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
+
+
 def _moment(text: str | None, option: str) -> Any:
     """ISO-8601 date or date-time; without a zone it is UTC."""
     from datetime import UTC, datetime
@@ -208,6 +241,7 @@ async def cmd_reset(args: argparse.Namespace) -> int:
             conn: Any = raw.driver_connection
             forgot = await forget(conn, target.key)
             await forget(conn, f"{target.key}#backfill")
+            await forget(conn, f"{target.key}#rederive")
             await sa_conn.commit()
     finally:
         await engine.dispose()
@@ -359,13 +393,33 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.set_defaults(handler=cmd_schedule)
 
     backfill = commands.add_parser(
-        "backfill", help="re-read a window of a stream; the watermark never moves back"
+        "backfill",
+        help="re-read a window of a stream and rewrite its rows; the watermark never moves back",
     )
     backfill.add_argument("stream", metavar="STREAM")
     backfill.add_argument("--since", required=True, help="ISO date or date-time (UTC if no zone)")
     backfill.add_argument("--until", help="ISO date or date-time (default: now)")
     backfill.add_argument("--dry-run", action="store_true", help="count what it would read")
     backfill.set_defaults(handler=cmd_backfill)
+
+    rederive = commands.add_parser(
+        "rederive",
+        help="recompute typed columns and child tables from the stored data column, "
+        "no API call (e.g. after a migration adds a column)",
+        description="Retype every stored row of STREAM from its data column, in batches by "
+        "primary key, each with its checkpoint: the same command resumes after a crash. "
+        "Columns that come from outside the record (partition, read date) and _hash keep their "
+        "stored values; a record that no longer types is quarantined and its row kept.",
+    )
+    rederive.add_argument("stream", metavar="STREAM")
+    rederive.add_argument(
+        "--since",
+        help="ISO date or date-time (UTC if no zone): only rows whose stored change time "
+        "(_cursor) is at or after it",
+    )
+    rederive.add_argument("--until", help="as --since: only rows changed at or before it")
+    rederive.add_argument("--batch-size", type=int, help="rows per transaction (default 2000)")
+    rederive.set_defaults(handler=cmd_rederive)
 
     reconcile = commands.add_parser(
         "reconcile", help="compare every source id with the table: deletions, missing, stale rows"

@@ -174,7 +174,11 @@ def _ident(name: str) -> str:
 
 class TableWriter:
     """Loads pages of one stream into its table over one connection (the stream's, which also
-    holds the stream's advisory lock)."""
+    holds the stream's advisory lock).
+
+    `rewrite` (a backfill): every record is written, even where its content hash equals the
+    stored row's, because the point is to repair rows altered in the table (a manual UPDATE,
+    a column a migration added); only a stored row with a newer change time is left alone."""
 
     def __init__(
         self,
@@ -183,8 +187,11 @@ class TableWriter:
         stream: Stream,
         run_id: uuid.UUID,
         context: Mapping[str, Any] | None = None,
+        *,
+        rewrite: bool = False,
     ) -> None:
         self.conn = conn
+        self.rewrite = rewrite
         self.stream = stream
         self.run_id = run_id
         self.stream_key = f"{source.name}.{stream.name}"
@@ -588,7 +595,7 @@ class TableWriter:
                 new.append(key)
             elif current["revive"]:
                 out.append(key)
-            elif current["_hash"] == candidate.digest:
+            elif current["_hash"] == candidate.digest and not self.rewrite:
                 continue
             elif (
                 current["_cursor"] is not None
@@ -620,13 +627,18 @@ class TableWriter:
             updates = ", ".join(
                 f"{_ident(n)} = EXCLUDED.{_ident(n)}" for n in names if n != self.key.name
             )
+            changed = (
+                ""
+                if self.rewrite
+                else "(t._hash <> EXCLUDED._hash OR t._deleted_at IS NOT NULL OR t._absent_scans <> 0) AND "
+            )
             self._upsert = (
                 f"INSERT INTO {self.table} AS t ({cols}, _synced_at, _deleted_at, _absent_scans) "
                 f"SELECT {cols}, now(), NULL, 0 FROM {self.stage} "
                 f"ON CONFLICT ({self.key_sql}) DO UPDATE SET {updates}, "
                 f"_synced_at = now(), _deleted_at = NULL, _absent_scans = 0 "
-                f"WHERE (t._hash <> EXCLUDED._hash OR t._deleted_at IS NOT NULL OR t._absent_scans <> 0) "
-                f"AND (t._cursor IS NULL OR EXCLUDED._cursor IS NULL OR EXCLUDED._cursor >= t._cursor) "
+                f"WHERE {changed}"
+                f"(t._cursor IS NULL OR EXCLUDED._cursor IS NULL OR EXCLUDED._cursor >= t._cursor) "
                 f"RETURNING t.{self.key_sql} AS k, (xmax = 0) AS inserted"
             )
         return self._upsert

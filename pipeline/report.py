@@ -129,16 +129,25 @@ def exit_code(outcomes: Sequence[StreamOutcome]) -> int:
 
 
 class ProgressDisplay:
-    """Backfill progress: a live bar on a terminal, a log line every few seconds otherwise."""
+    """Backfill and rederive progress: a live bar on a terminal, a log line (`event`) every few
+    seconds otherwise. `written` counts the rows a batch wrote (inserted or rewritten)."""
 
-    def __init__(self, console: Console, label: str, every_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        console: Console,
+        label: str,
+        every_seconds: float = 5.0,
+        event: str = "backfill_progress",
+    ) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = console
         self.label = label
         self.every_seconds = every_seconds
+        self.event = event
         self.pages = 0
         self.records = 0
+        self.written = 0
         self._started = 0.0
         self._last_log = 0.0
         self._bar = (
@@ -146,7 +155,8 @@ class ProgressDisplay:
                 TextColumn("{task.description}"),
                 BarColumn(),
                 TextColumn(
-                    "{task.fields[pages]} pages, {task.completed:.0f} records, {task.fields[rate]}/s"
+                    "{task.fields[pages]} pages, {task.completed:.0f} records, "
+                    "{task.fields[written]} written, {task.fields[rate]}/s"
                 ),
                 TimeElapsedColumn(),
                 console=console,
@@ -162,7 +172,7 @@ class ProgressDisplay:
         self._started = self._last_log = time.monotonic()
         if self._bar is not None:
             self._bar.start()
-            self._task = self._bar.add_task(self.label, total=None, pages=0, rate="0")
+            self._task = self._bar.add_task(self.label, total=None, pages=0, written=0, rate="0")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -174,16 +184,24 @@ class ProgressDisplay:
 
         self.pages += 1
         self.records += result.read
+        self.written += result.inserted + result.updated
         now = time.monotonic()
         rate = f"{self.records / max(now - self._started, 1e-6):,.0f}"
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.records, pages=self.pages, rate=rate)
+            self._bar.update(
+                self._task,
+                completed=self.records,
+                pages=self.pages,
+                written=self.written,
+                rate=rate,
+            )
         elif now - self._last_log >= self.every_seconds:
             self._last_log = now
             log.info(
-                "backfill_progress",
+                self.event,
                 stream=key,
                 pages=self.pages,
                 records=self.records,
+                written=self.written,
                 rate_per_s=rate,
             )

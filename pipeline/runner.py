@@ -30,6 +30,7 @@ from pipeline.load import Checkpoint, PageResult, PreparedPage, TableWriter
 from pipeline.logs import get_logger, secrets
 from pipeline.paginators import Page, Paginator, merge, records_at
 from pipeline.rawjson import loads_keeping_records, loads_parsing_records, parse_record
+from pipeline.rederive import BATCH_ROWS, Rederivation
 from pipeline.state import advance_watermark, read_state, save_checkpoint
 from pipeline.streams import Deletions, Incremental, Partitions, Stream, dig
 from pipeline.targets import StreamTarget, build_client
@@ -65,12 +66,14 @@ class StreamOutcome:
 
 @dataclass(frozen=True)
 class Mode:
-    """What a run does: a normal `sync`, a `backfill` of a window, or a `reconcile`."""
+    """What a run does: a normal `sync`, a `backfill` of a window, a `reconcile`, or a
+    `rederive` (stored rows retyped from their `data`, no API call: `pipeline.rederive`)."""
 
     kind: str = "sync"
     since: datetime | None = None
     until: datetime | None = None
     dry_run: bool = False
+    batch_rows: int = BATCH_ROWS  # rows per transaction of a `rederive`
 
 
 class Runner:
@@ -206,14 +209,23 @@ class _StreamRun:
         log.info(
             "stream_started", watermark=state.watermark.isoformat() if state.watermark else None
         )
-        writer = TableWriter(self.conn, self.target.source, self.stream, self.run_id, self.context)
+        kind = self.runner.mode.kind
+        writer = TableWriter(
+            self.conn,
+            self.target.source,
+            self.stream,
+            self.run_id,
+            self.context,
+            rewrite=kind == "backfill",  # a backfill repairs rows, changed at the source or not
+        )
         status, error = "failed", None
         try:
             await writer.prepare()
             await writer.finish_load()  # indexes a crashed first load put off (`indexes`)
-            kind = self.runner.mode.kind
             if kind == "backfill":
                 await self._backfill(writer)
+            elif kind == "rederive":
+                await self._rederive()
             elif kind == "reconcile" and self.stream.incremental is Incremental.SORTED_FILTER:
                 await self._reconcile_sorted(writer)
             elif self.stream.partitions is not None:
@@ -652,6 +664,31 @@ class _StreamRun:
             await self.conn.execute(
                 "DELETE FROM pipeline.stream_state WHERE stream = $1", state_key
             )
+
+    async def _rederive(self) -> None:
+        """Retype the stored rows from their `data`; each batch's counts go into the run's
+        history row in the batch's own transaction."""
+        row_id, mode = self.row_id, self.runner.mode
+        assert row_id is not None
+
+        async def in_batch(conn: asyncpg.Connection, result: PageResult) -> None:
+            await history.add_page(conn, row_id, result)
+
+        def committed(result: PageResult) -> None:
+            self.outcome.totals.add(result)
+            self.outcome.pages += 1
+            if self.runner.progress is not None:
+                self.runner.progress(self.key, Page([], self.outcome.pages), result)
+
+        rederivation = Rederivation(
+            self.conn,
+            self.target,
+            self.run_id,
+            since=mode.since,
+            until=mode.until,
+            batch_rows=mode.batch_rows,
+        )
+        await rederivation.run(self.runner.stop, in_batch, committed)
 
 
 def _records_stay_raw(stream: Stream, page_size: int) -> bool:

@@ -297,6 +297,65 @@ page_size = 20
     )
 
 
+@pytest.mark.parametrize(
+    ("key", "column", "simulator"),
+    [("soho.customers", "email", "soho"), (AUTHORITIES, "name", "valomnia")],
+)
+async def test_a_backfill_rewrites_every_row_of_its_window_though_the_source_did_not_change(
+    engine: AsyncEngine,
+    soho: RunningSimulator,
+    valomnia: RunningSimulator,
+    key: str,
+    column: str,
+    simulator: str,
+) -> None:
+    """A bad manual UPDATE leaves the source unchanged, so the stored hash still matches: a
+    backfill must repair the rows anyway, except one whose stored change time is newer."""
+    running = {"soho": soho, "valomnia": valomnia}[simulator]
+    settings = make_settings(**{simulator: running})
+    await sync(engine, settings)
+    truth = {r["id"]: r for r in running.sim.truth()}  # type: ignore[attr-defined]
+    cursors = [r.c for r in await rows(engine, f"SELECT _cursor AS c FROM {key} ORDER BY 1")]
+    since, until = cursors[len(cursors) // 3], cursors[2 * len(cursors) // 3]
+    inside = {
+        r.id
+        for r in await rows(
+            engine, f"SELECT id FROM {key} WHERE _cursor BETWEEN :s AND :u", s=since, u=until
+        )
+    }
+    altered = "altered by hand"
+    await execute(
+        engine,
+        f"UPDATE {key} SET {column} = CAST(:v AS text), "
+        f"data = data || jsonb_build_object('{column}', CAST(:v AS text))",
+        v=altered,
+    )
+    newer = min(inside)  # its stored change time is later than the source's: it must stay
+    await execute(
+        engine, f"UPDATE {key} SET _cursor = _cursor + interval '1 day' WHERE id = :i", i=newer
+    )
+
+    outcome = await run_mode(engine, settings, key, Mode("backfill", since=since, until=until))
+
+    assert outcome.status == "succeeded", outcome.error
+    repaired = inside - {newer}
+    assert outcome.totals.updated == len(repaired) and outcome.totals.inserted == 0
+    assert outcome.totals.unchanged == 1
+    [run] = await rows(
+        engine, "SELECT updated, unchanged FROM pipeline.sync_runs WHERE kind = 'backfill'"
+    )
+    assert (run.updated, run.unchanged) == (len(repaired), 1)
+    stored = {
+        r.id: (getattr(r, column), r.data)
+        for r in await rows(engine, f"SELECT id, {column}, data FROM {key}")
+    }
+    for id_, (value, data) in stored.items():
+        if id_ in repaired:
+            assert (value, data) == (truth[id_][column], truth[id_]), id_
+        else:  # outside the window, or the newer row: untouched
+            assert value == altered and data[column] == altered, id_
+
+
 # ---- reconcile, reset ------------------------------------------------------------------------
 
 
