@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import orjson
@@ -29,6 +29,7 @@ from pipeline.errors import (
     RetriesExhausted,
     SourceHttpError,
 )
+from pipeline.limits import RateLimiter, SourceLimits
 from pipeline.logs import get_logger
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+__all__ = ["HttpClient", "JsonResponse", "RateLimiter", "parse_retry_after"]
+
+T = TypeVar("T")
 BodyCheck = Callable[[Any], object]
 BodyParser = Callable[[bytes], Any]
 MAX_REDIRECTS = 5
@@ -59,33 +63,6 @@ class _Retriable(Exception):
         self.status = status
         self.detail = detail
         self.retry_after = retry_after
-
-
-class RateLimiter:
-    """Spaces request starts evenly so no one-second window ever holds more than `rate`.
-
-    A token bucket would allow a burst of `rate` at once and so up to twice the rate in some
-    window; sources document per-second limits, so even spacing is the polite reading. The
-    spacing is 2% wider than the rate, so jitter on the way cannot push a window at the server
-    over the limit.
-    """
-
-    MARGIN = 1.02
-
-    def __init__(self, per_second: float | None) -> None:
-        self._interval = self.MARGIN / per_second if per_second else 0.0
-        self._next_start = 0.0
-        self._lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next_start)
-            self._next_start = start + self._interval
-        if (delay := start - now) > 0:
-            await asyncio.sleep(delay)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -129,7 +106,11 @@ class HttpClient:
         max_response_bytes: int = 64 * 1024 * 1024,
         verify_tls: bool = True,
         default_headers: Mapping[str, str] | None = None,
+        limits: SourceLimits | None = None,
     ) -> None:
+        """`limits`: the source's cap and rate when other clients of it share them (see
+        `pipeline.limits`); else this client's own, from `max_concurrency` and
+        `requests_per_second`."""
         self.source = source
         self.base_url = base_url.rstrip("/")
         self.auth = auth
@@ -137,13 +118,16 @@ class HttpClient:
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.max_response_bytes = max_response_bytes
-        self.max_concurrency = max_concurrency
+        self._limits = limits or SourceLimits(max_concurrency, requests_per_second)
+        self.max_concurrency = self._limits.max_concurrency
         self._timeout = aiohttp.ClientTimeout(
             total=timeout_seconds, sock_connect=min(10.0, timeout_seconds)
         )
         self._verify_tls = verify_tls
-        self._slots = asyncio.Semaphore(max_concurrency)
-        self._rate = RateLimiter(requests_per_second)
+        # Requests holding a slot, whether or not their caller still waits for them; and of
+        # those, the ones not sent yet (waiting for their turn at the rate).
+        self._exchanges: set[asyncio.Task[Any]] = set()
+        self._unsent: set[asyncio.Task[Any]] = set()
         self._default_headers = {"Accept": "application/json", **(default_headers or {})}
         self._session: aiohttp.ClientSession | None = None
         self.requests_sent = 0
@@ -162,9 +146,18 @@ class HttpClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        try:
+            if self._exchanges:
+                # Requests whose callers gave up on them (pages fetched beyond the last) still
+                # hold their slots; closing the session now would cut them off while the server
+                # works on them. They end within the client's timeout.
+                await asyncio.wait(set(self._exchanges))
+        finally:
+            for exchange in self._exchanges:
+                exchange.cancel()  # left only when this wait itself was cancelled
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -215,8 +208,15 @@ class HttpClient:
                 fields = {**(await self.auth.form_fields(self) if self.auth else {}), **form}
                 body = _form_body(fields, multipart)
             try:
-                return await self._attempt(
-                    method, path, params, {**auth_headers, **(headers or {})}, body, expect, parse
+                return await self._in_slot(
+                    self._exchange,
+                    method,
+                    path,
+                    params,
+                    {**auth_headers, **(headers or {})},
+                    body,
+                    expect,
+                    parse,
                 )
             except AuthenticationFailed as exc:
                 if (
@@ -264,14 +264,69 @@ class HttpClient:
         allow_redirects: bool = False,
     ) -> tuple[int, Mapping[str, str], bytes, aiohttp.ClientResponse]:
         """One unauthenticated attempt, no retries: for login flows that read cookies."""
-        async with self._slots:
-            await self._rate.wait()
+        return await self._in_slot(self._raw_exchange, method, path, headers, data, allow_redirects)
+
+    async def _raw_exchange(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | None,
+        data: Any,
+        allow_redirects: bool,
+    ) -> tuple[int, Mapping[str, str], bytes, aiohttp.ClientResponse]:
+        async with self.session.request(
+            method, self.url(path), headers=headers, data=data, allow_redirects=allow_redirects
+        ) as resp:
+            body = await self._read_body(resp, method, path)
+            return resp.status, resp.headers, body, resp
+
+    async def _in_slot(self, send: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """`send(*args)`: one request, in a slot of the source's cap, sent at the source's
+        rate; the slot is kept until the request is really over.
+
+        The request runs as a task of its own, shielded from its caller: a caller cancelled
+        mid-request (a page fetched ahead beyond the last, a stream that fails or stops) stops
+        waiting, but the request goes on to its answer, its error or its timeout, and only then
+        frees the slot. Cancelling it instead would close the connection at once while the
+        server may still be working on it, and the freed slot would send the server one request
+        more than the cap. A request still waiting for its turn at the rate is simply dropped.
+        """
+        await self._limits.slots.acquire()
+        task = asyncio.get_running_loop().create_task(self._when_due(send, args))
+        self._exchanges.add(task)
+        self._unsent.add(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task in self._unsent:  # nothing reached the server yet
+                task.cancel()
+                # Its `finally` frees the slot; this too, should it be cancelled before it ran.
+                task.add_done_callback(self._over)
+            raise
+
+    async def _when_due(
+        self, send: Callable[..., Coroutine[Any, Any, T]], args: tuple[Any, ...]
+    ) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            rate = self._limits.rate
+            if rate.limited:
+                # Taken here, right before sending: nothing may run in between to delay this
+                # start after the next one's gap was measured from it.
+                await rate.wait()
+            self._unsent.discard(task)
             self.requests_sent += 1
-            async with self.session.request(
-                method, self.url(path), headers=headers, data=data, allow_redirects=allow_redirects
-            ) as resp:
-                body = await self._read_body(resp, method, path)
-                return resp.status, resp.headers, body, resp
+            return await send(*args)
+        finally:
+            self._over(task)  # here, not in a done callback: the slot is free a step sooner
+
+    def _over(self, task: asyncio.Task[Any]) -> None:
+        """The request's slot is free (once, however often this is called for it)."""
+        if task in self._exchanges:
+            self._exchanges.discard(task)
+            self._unsent.discard(task)
+            self._limits.slots.release()
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -279,7 +334,7 @@ class HttpClient:
         ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _attempt(
+    async def _exchange(
         self,
         method: str,
         path: str,
@@ -289,36 +344,31 @@ class HttpClient:
         expect: BodyCheck | None,
         parse: BodyParser,
     ) -> JsonResponse:
-        async with self._slots:
-            await self._rate.wait()
-            self.requests_sent += 1
-            try:
-                url, query = URL(self.url(path)), params
-                for _hop in range(MAX_REDIRECTS + 1):
-                    async with self.session.request(
-                        method, url, params=query, headers=headers, data=data, allow_redirects=False
-                    ) as resp:
-                        target = self._redirect_target(method, path, resp)
-                        if target is None:
-                            body = await self._read_body(resp, method, path)
-                            return self._interpret(method, path, resp, body, expect, parse)
-                    url, query = target, None
-                raise BadRequest(
-                    self.source,
-                    method,
-                    path,
-                    None,
-                    f"more than {MAX_REDIRECTS} redirects",
-                    "Point base_url at the API's final address",
-                )
-            except TimeoutError:
-                raise _Retriable(None, "timed out") from None
-            except aiohttp.ClientPayloadError as exc:
-                raise _Retriable(
-                    None, f"connection broke mid-body ({type(exc).__name__})"
-                ) from None
-            except aiohttp.ClientConnectionError as exc:
-                raise _Retriable(None, f"connection error ({type(exc).__name__})") from None
+        try:
+            url, query = URL(self.url(path)), params
+            for _hop in range(MAX_REDIRECTS + 1):
+                async with self.session.request(
+                    method, url, params=query, headers=headers, data=data, allow_redirects=False
+                ) as resp:
+                    target = self._redirect_target(method, path, resp)
+                    if target is None:
+                        body = await self._read_body(resp, method, path)
+                        return self._interpret(method, path, resp, body, expect, parse)
+                url, query = target, None
+            raise BadRequest(
+                self.source,
+                method,
+                path,
+                None,
+                f"more than {MAX_REDIRECTS} redirects",
+                "Point base_url at the API's final address",
+            )
+        except TimeoutError:
+            raise _Retriable(None, "timed out") from None
+        except aiohttp.ClientPayloadError as exc:
+            raise _Retriable(None, f"connection broke mid-body ({type(exc).__name__})") from None
+        except aiohttp.ClientConnectionError as exc:
+            raise _Retriable(None, f"connection error ({type(exc).__name__})") from None
 
     def _redirect_target(self, method: str, path: str, resp: aiohttp.ClientResponse) -> URL | None:
         """Where a redirect points, if it is one we follow: same scheme, host and port as

@@ -26,6 +26,7 @@ from pipeline import dberrors, history
 from pipeline.errors import Interrupted, NotFound, PipelineError, SourceHttpError
 from pipeline.held import HeldWrites
 from pipeline.http import HttpClient, JsonResponse
+from pipeline.limits import LimitsBySource
 from pipeline.load import Checkpoint, PageResult, PreparedPage, TableWriter
 from pipeline.logs import get_logger, secrets
 from pipeline.paginators import Page, Paginator, merge, records_at
@@ -80,7 +81,9 @@ class Runner:
     """Runs a set of streams once. Resources come in; nothing global is created here.
 
     `stop`, once set, ends every stream at its next page boundary: the page being written
-    commits, the run is recorded `interrupted`, and state stays consistent."""
+    commits, the run is recorded `interrupted`, and state stays consistent. `limits`: each
+    source's concurrency cap and rate, shared with other runs of the process (the scheduler's);
+    without it, this run's streams share limits of their own."""
 
     def __init__(
         self,
@@ -91,8 +94,10 @@ class Runner:
         stop: asyncio.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         progress: Callable[[str, Page, PageResult], None] | None = None,
+        limits: LimitsBySource | None = None,
     ) -> None:
         self.engine = engine
+        self.limits = limits or LimitsBySource()
         self.run_id = run_id or uuid.uuid4()
         self.mode = mode
         self.kind = mode.kind
@@ -106,7 +111,7 @@ class Runner:
             for target in targets:
                 name = target.source.name
                 if name not in clients:
-                    client = build_client(target.source, target.config)
+                    client = build_client(target.source, target.config, self.limits)
                     clients[name] = await stack.enter_async_context(client)
             results = await asyncio.gather(
                 *(self._run_stream(t, clients[t.source.name]) for t in targets),

@@ -1,7 +1,8 @@
 """`pipeline schedule`: run each enabled stream on its cron, until asked to stop.
 
 APScheduler 3 (AsyncIOScheduler) fires the jobs; it holds no business logic. `coalesce` folds
-missed firings into one, `max_instances=1` keeps one run per stream in this process, and the
+missed firings into one, `max_instances=1` keeps one run per stream in this process, runs of one
+source share its concurrency cap and request rate (`pipeline.limits`), and the
 stream's Postgres advisory lock (taken by the runner) keeps one run per stream across processes
 and machines: a second replica skips the stream and logs it. Streams read by value (Valomnia)
 also get a reconcile job, weekly unless configured, since only a reconcile sees their deletes.
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import Settings
 from pipeline.cron import cron_trigger
+from pipeline.limits import LimitsBySource
 from pipeline.logs import get_logger
 from pipeline.runner import Mode, Runner
 from pipeline.streams import Incremental
@@ -42,6 +44,8 @@ class StreamScheduler:
         self.engine = engine
         self.stop = stop
         self.running: set[asyncio.Task[object]] = set()
+        # Jobs of one source firing together share its cap and rate, as one run's streams do.
+        self.limits = LimitsBySource()
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
@@ -62,7 +66,8 @@ class StreamScheduler:
         assert task is not None
         self.running.add(task)
         try:
-            [outcome] = await Runner(self.engine, mode=mode, stop=self.stop).run([target])
+            runner = Runner(self.engine, mode=mode, stop=self.stop, limits=self.limits)
+            [outcome] = await runner.run([target])
             log.info(
                 "scheduled_run_finished",
                 stream=target.key,

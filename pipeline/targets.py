@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeline.config import ConfigError, Settings, SourceConfig, StreamSettings
 from pipeline.http import HttpClient
+from pipeline.limits import LimitsBySource
 from pipeline.sources import SOURCES
 from pipeline.streams import SourceSpec, Stream
 
@@ -78,8 +79,13 @@ def select_streams(settings: Settings, names: Iterable[str]) -> list[StreamTarge
     return chosen
 
 
-def build_client(spec: SourceSpec, config: SourceConfig) -> HttpClient:
+def build_client(
+    spec: SourceSpec, config: SourceConfig, limits: LimitsBySource | None = None
+) -> HttpClient:
+    """`limits`: the process's limits per source, shared with every other client of the
+    source; without them the client has a cap and rate of its own."""
     s = config.settings
+    shared = limits.of(spec.name, s.max_concurrency, s.requests_per_second) if limits else None
     return HttpClient(
         spec.name,
         spec.api_root(s),
@@ -91,4 +97,5 @@ def build_client(spec: SourceSpec, config: SourceConfig) -> HttpClient:
         backoff_seconds=s.backoff_seconds,
         max_response_bytes=int(s.max_response_mb * 1024 * 1024),
         verify_tls=s.verify_tls,
+        limits=shared,
     )

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline import db
 from pipeline.logs import configure_logging, secrets
 from pipeline.sandbox import RunningSimulator, SohoSimulator, ValomniaSimulator, serve
+from tests import source_limits
 
 _counter = itertools.count()
 
@@ -81,6 +82,21 @@ async def soho() -> AsyncIterator[RunningSimulator]:
 async def valomnia() -> AsyncIterator[RunningSimulator]:
     async with serve(ValomniaSimulator(authorities=230, seed=12)) as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def _source_limits_held(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test when a simulator saw more than its source's configured concurrency cap
+    or request rate (`tests.source_limits`); checked after the simulators have stopped."""
+    watch = source_limits.watch()
+    yield
+    source_limits.stop_watching()
+    marker = request.node.get_closest_marker("unchecked_limits")
+    if marker is not None:
+        assert marker.args and marker.args[0], "unchecked_limits needs its reason"
+        return
+    if violations := watch.violations():
+        pytest.fail("source limits not held: " + "; ".join(violations), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

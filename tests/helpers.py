@@ -18,6 +18,7 @@ from pipeline.runner import Runner, StreamOutcome
 from pipeline.sandbox import RunningSimulator
 from pipeline.sources import SOURCES
 from pipeline.targets import select_streams
+from tests.source_limits import expect_settings
 
 
 def make_settings(
@@ -58,6 +59,7 @@ def make_settings(
         sources[source].setdefault("streams", {})[stream] = body
     settings = settings_from_mapping({"sources": sources}, os.environ, SOURCES, label="(test)")
     secrets.add(settings.secret_values())
+    expect_settings(settings, running)  # the test is held to these limits (tests/conftest.py)
     return settings
 
 

@@ -8,6 +8,7 @@ bodies); this module adds what every test needs around it:
 - hooks (`sim.on_request`) that run before the handler, so a test can change the data between
   two page requests exactly as a live system would;
 - latency, an optional server-side rate limit, and scheduled faults (`sim.faults`);
+- a load meter (`sim.load`): API requests in flight at once and per second, at their peaks;
 - control routes under `/_sandbox/` for users of `pipeline sandbox` and subprocess tests.
 
 Nothing here knows how a client pages. Faults and hooks match on method and path only.
@@ -29,6 +30,8 @@ from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
+
+from .meter import LoadMeter
 
 CONTROL_PREFIX = "/_sandbox/"
 
@@ -421,6 +424,7 @@ class Simulator:
         self.requests: list[LoggedRequest] = []
         self.request_log_limit = request_log_limit
         self.faults = FaultPlan(seed)
+        self.load = LoadMeter()
         self._rate_limit: TokenBucket | None = None
         self.rate_limit_per_second = rate_limit_per_second
         self._hooks: list[Hook] = []
@@ -453,6 +457,23 @@ class Simulator:
 
     def clear_requests(self) -> None:
         self.requests.clear()
+
+    @property
+    def in_flight(self) -> int:
+        return self.load.in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most API requests this server was handling at once (since the last reset)."""
+        return self.load.peak_in_flight
+
+    @property
+    def peak_per_second(self) -> int:
+        """The most API requests that started within one second of each other."""
+        return self.load.peak_per_second
+
+    def reset_load(self) -> None:
+        self.load.reset()
 
     # -- what subclasses provide ---------------------------------------------------------
 
@@ -537,6 +558,13 @@ class Simulator:
         return entry
 
     async def _handle_api(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.load.started()
+        try:
+            return await self._answer_api(request, handler)
+        finally:
+            self.load.finished()  # also when cancelled: the client closed the connection
+
+    async def _answer_api(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         entry = self._log(request)
         try:
             for hook in list(self._hooks):
@@ -593,6 +621,8 @@ class Simulator:
         router.add_get(CONTROL_PREFIX + "info", self._ctl_info)
         router.add_get(CONTROL_PREFIX + "requests", self._ctl_requests)
         router.add_post(CONTROL_PREFIX + "clear_requests", self._ctl_clear_requests)
+        router.add_get(CONTROL_PREFIX + "stats", self._ctl_stats)
+        router.add_post(CONTROL_PREFIX + "reset_stats", self._ctl_reset_stats)
         router.add_post(CONTROL_PREFIX + "latency", self._ctl_latency)
         router.add_post(CONTROL_PREFIX + "rate_limit", self._ctl_rate_limit)
         router.add_get(CONTROL_PREFIX + "faults", self._ctl_list_faults)
@@ -628,6 +658,13 @@ class Simulator:
     async def _ctl_clear_requests(self, request: web.Request) -> web.Response:
         self.clear_requests()
         return self._ctl_json({"count": 0})
+
+    async def _ctl_stats(self, request: web.Request) -> web.Response:
+        return self._ctl_json(self.load.to_json())
+
+    async def _ctl_reset_stats(self, request: web.Request) -> web.Response:
+        self.load.reset()
+        return self._ctl_json(self.load.to_json())
 
     async def _ctl_latency(self, request: web.Request) -> web.Response:
         try:
@@ -704,15 +741,24 @@ class RunningSimulator:
 
 
 async def start(
-    sim: Simulator, host: str = "127.0.0.1", port: int = 0, *, shutdown_timeout: float = 1.0
+    sim: Simulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    shutdown_timeout: float = 1.0,
+    finish_abandoned: bool = False,
 ) -> RunningSimulator:
-    """Serve `sim` until `stop()`; port 0 picks a free port."""
+    """Serve `sim` until `stop()`; port 0 picks a free port.
+
+    By default a request's handler is cancelled as soon as its client closes the connection,
+    so a client that gives up on a stalled request does not keep its handler alive. With
+    `finish_abandoned`, handlers run to the end whatever the client does, as many real servers
+    (and the proxies before them) do: work a client walked away from still loads the server."""
     runner = web.AppRunner(
         sim.build_app(),
         access_log=None,
         handle_signals=False,
-        # A client that gives up on a stalled request should not keep its handler alive.
-        handler_cancellation=True,
+        handler_cancellation=not finish_abandoned,
         shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
@@ -728,10 +774,17 @@ async def start(
 
 @contextlib.asynccontextmanager
 async def serve(
-    sim: Simulator, host: str = "127.0.0.1", port: int = 0, *, shutdown_timeout: float = 1.0
+    sim: Simulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    shutdown_timeout: float = 1.0,
+    finish_abandoned: bool = False,
 ) -> AsyncIterator[RunningSimulator]:
     """`async with serve(sim) as running: ... running.url ...`"""
-    running = await start(sim, host, port, shutdown_timeout=shutdown_timeout)
+    running = await start(
+        sim, host, port, shutdown_timeout=shutdown_timeout, finish_abandoned=finish_abandoned
+    )
     try:
         yield running
     finally:

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.sandbox import RunningSimulator
+from tests.source_limits import expect_config
 
 
 def _write_config(
@@ -32,6 +33,7 @@ password = "${{CLI_TEST_VALOMNIA_PASSWORD}}"
 """,
         encoding="utf-8",
     )
+    expect_config(path, os.environ, soho, valomnia)  # cli_env set the password
     return path
 
 

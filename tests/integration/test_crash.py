@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.sandbox import RunningSimulator, SohoSimulator, ValomniaSimulator, serve
 from tests.helpers import live_rows, rows, scalar
+from tests.source_limits import expect_config
 
 
 def _config(path: Path, soho: RunningSimulator, valomnia: RunningSimulator) -> Path:
@@ -66,6 +67,7 @@ async def _start_sync(
         "TEST_SOHO_TOKEN": soho.sim.token,  # type: ignore[attr-defined]
         "TEST_VALOMNIA_PASSWORD": valomnia.sim.password,  # type: ignore[attr-defined]
     }
+    expect_config(config, env, soho, valomnia)
     return await spawn_sync(config, env)
 
 
@@ -217,6 +219,7 @@ page_size = 20
             encoding="utf-8",
         )
         env = {"DATABASE_URL": database_url, "TEST_AFOSTO_TOKEN": sim.token}
+        expect_config(config, env, afosto)
 
         async def run_sync() -> asyncio.subprocess.Process:
             return await spawn_sync(config, env, "prices")
@@ -289,6 +292,7 @@ max_concurrency = 1
             "TEST_SPARKFLY_TOKEN": sparkfly_sim.token,
             "TEST_DIGILOCKER_SECRET": digilocker_sim.client_secret,
         }
+        expect_config(config, env, sparkfly, digilocker)
 
         async def run_sync() -> asyncio.subprocess.Process:
             return await spawn_sync(config, env)
@@ -399,6 +403,7 @@ page_size = 20
             encoding="utf-8",
         )
         env = {"DATABASE_URL": database_url}
+        expect_config(config, env, *running.values())
         streams = [
             "soho.customers",
             "valomnia.authorities",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -86,3 +88,20 @@ async def test_rate_limiter_spaces_starts_evenly() -> None:
         await limiter.wait()
         starts.append(time.monotonic())
     assert _max_within(starts, 0.5) <= 25
+
+
+async def test_a_start_that_wakes_late_does_not_shorten_the_gap_to_the_next() -> None:
+    limiter = RateLimiter(50)  # starts 20.4 ms apart
+    starts: list[float] = []
+
+    async def start() -> None:
+        await limiter.wait()
+        starts.append(time.monotonic())
+
+    await start()
+    waiting = [asyncio.create_task(start()) for _ in range(3)]
+    await asyncio.sleep(0)
+    time.sleep(0.06)  # noqa: ASYNC251 (the event loop is busy past the next two due times)
+    await asyncio.gather(*waiting)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= 1.02 / 50 - 0.001, gaps

@@ -21,6 +21,7 @@ from pipeline.sandbox import HttpError, RunningSimulator, SohoSimulator, Valomni
 from pipeline.scheduler import StreamScheduler
 from pipeline.targets import select_streams
 from tests.helpers import execute, live_rows, make_settings, rows, scalar, sync
+from tests.source_limits import expect_config
 
 AUTHORITIES = "valomnia.authorities"
 
@@ -99,6 +100,7 @@ schedule = "* * * * * *"
             encoding="utf-8",
         )
         env = {**os.environ, "DATABASE_URL": database_url}
+        expect_config(config, env, soho)
         replicas = [
             await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -232,6 +234,7 @@ page_size = 20
             encoding="utf-8",
         )
         env = {**os.environ, "DATABASE_URL": database_url}
+        expect_config(config, env, valomnia)
         args = (
             "-m",
             "pipeline",

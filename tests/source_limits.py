@@ -1,0 +1,100 @@
+"""Every test is held to its sources' limits, as the simulators saw them.
+
+Whatever builds a test's settings (`tests.helpers.make_settings`, `expect_config`) registers each
+running simulator with the `max_concurrency` and `requests_per_second` its source was configured
+with, defaults included. The autouse fixture in `tests/conftest.py` then fails the test when a
+simulator saw more requests in flight at once than that cap, or more starts within one second
+than that rate. The simulators only measure; the limits live here, with the tests.
+
+Simulators no settings point at (raw aiohttp tests of the simulators themselves) are not
+checked; a test that drives the client past its limits on purpose says so with
+`@pytest.mark.unchecked_limits("why")`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Settings, SourceSettings, load_settings
+from pipeline.sandbox import RunningSimulator, Simulator
+from pipeline.sources import SOURCES
+
+
+@dataclass
+class Limits:
+    source: str
+    max_concurrency: int
+    requests_per_second: float | None  # None: no rate limit configured
+
+
+class LimitWatch:
+    """The limits of the simulators one test drives through the client."""
+
+    def __init__(self) -> None:
+        self._watched: dict[int, tuple[Simulator, Limits]] = {}
+
+    def expect(self, sim: Simulator, source: str, settings: SourceSettings) -> None:
+        """Hold `sim` to `settings`. A simulator a test configured twice is held to the looser
+        of the two: each run was entitled to its own settings, and peaks cover both."""
+        limits = Limits(source, settings.max_concurrency, settings.requests_per_second)
+        known = self._watched.get(id(sim))
+        if known is not None:
+            old = known[1]
+            limits.max_concurrency = max(old.max_concurrency, limits.max_concurrency)
+            before, now = old.requests_per_second, limits.requests_per_second
+            limits.requests_per_second = None if before is None or now is None else max(before, now)
+        self._watched[id(sim)] = (sim, limits)
+
+    def violations(self) -> list[str]:
+        found = []
+        for sim, limits in self._watched.values():
+            if sim.peak_in_flight > limits.max_concurrency:
+                found.append(
+                    f"{limits.source}: the simulator saw {sim.peak_in_flight} requests in flight "
+                    f"at once; max_concurrency = {limits.max_concurrency}"
+                )
+            rate = limits.requests_per_second
+            if rate is not None and sim.peak_per_second > rate:
+                found.append(
+                    f"{limits.source}: the simulator saw {sim.peak_per_second} requests start "
+                    f"within one second; requests_per_second = {rate:g}"
+                )
+        return found
+
+
+_current: LimitWatch | None = None
+
+
+def watch() -> LimitWatch:
+    """A fresh watch for the test about to run (the autouse fixture's)."""
+    global _current
+    _current = LimitWatch()
+    return _current
+
+
+def stop_watching() -> None:
+    global _current
+    _current = None
+
+
+def expect_settings(settings: Settings, running: dict[str, RunningSimulator | None]) -> None:
+    """Register the simulators `settings` point at, by source name."""
+    if _current is None:
+        return
+    for name, sim in running.items():
+        if sim is not None and name in settings.sources:
+            _current.expect(sim.sim, name, settings.sources[name].settings)
+
+
+def expect_config(path: Path, env: Mapping[str, str], *running: RunningSimulator) -> None:
+    """Register the simulators a pipeline.toml written by a test points at (for tests that run
+    the `pipeline` command), read as the command reads it, with the environment it gets."""
+    settings = load_settings(path, {**os.environ, **env}, SOURCES)
+    by_source = {
+        name: next((r for r in running if config.settings.base_url.startswith(r.url)), None)
+        for name, config in settings.sources.items()
+    }
+    expect_settings(settings, by_source)
