@@ -22,6 +22,7 @@ from pipeline.sandbox import (
 )
 from pipeline.sources import SOURCES
 from pipeline.targets import select_streams
+from tests import source_limits
 from tests.helpers import live_rows, make_settings, rows, scalar, sync
 from tests.wire import WireSimulator
 
@@ -182,6 +183,7 @@ async def test_a_record_that_is_not_utf_8_is_quarantined_alone_on_a_parsed_strea
     async with serve(sim) as running:
         table = {"token": "t", "base_url": running.url, "backoff_seconds": 0.01}
         settings = settings_from_mapping({"sources": {"sparkfly": table}}, {}, SOURCES, label="t")
+        source_limits.expect_settings(settings, {"sparkfly": running})
         [outcome] = await Runner(engine).run(select_streams(settings, ["credentials"]))
 
     assert outcome.status == "succeeded", outcome.error

@@ -39,7 +39,7 @@ from pipeline.sandbox import serve
 from pipeline.sources import SOURCES
 from pipeline.streams import ChildTable, Column, Deletions, Stream, dig
 from pipeline.targets import select_streams
-from tests import hostile
+from tests import hostile, source_limits
 from tests.wire import WireSimulator
 
 EXAMPLES = int(os.environ.get("PIPELINE_ORACLE_EXAMPLES", "6"))
@@ -605,6 +605,7 @@ async def _check(database: Database, kind: Kind, parents: list[Any], runs: list[
             config = settings_from_mapping(
                 {"sources": {source_name: table}}, {}, SOURCES, label="(oracle)"
             )
+            source_limits.expect_settings(config, {source_name: running})
             targets = select_streams(config, [kind.key])
             for number, truth in enumerate(runs, 1):
                 _serve(sim, kind, truth, parents)
