@@ -2,9 +2,17 @@
 
 async with serve(SohoSimulator(customers=500)) as running:
     ...  # point a client at running.url
+
+`SANDBOXES` holds each source's declaration (`spec.SandboxSource`: how the demo builds its
+simulator and points the engine at it), read from the modules `pipeline.registry` lists.
 """
 
 from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from pipeline.registry import SOURCE_NAMES
 
 from .afosto import AfostoSimulator
 from .core import (
@@ -26,9 +34,25 @@ from .core import (
 from .digilocker import DigiLockerSimulator
 from .soho import SohoSimulator
 from .sparkfly import SparkflySimulator
+from .spec import SandboxSource, Size
 from .valomnia import ValomniaSimulator
 
+
+def _declared(name: str) -> SandboxSource[Any]:
+    sandbox = import_module(f"{__name__}.{name}").SANDBOX
+    if not isinstance(sandbox, SandboxSource) or sandbox.name != name:
+        raise ImportError(
+            f"pipeline/sandbox/{name}.py: SANDBOX must be a SandboxSource named {name!r} "
+            "(a source is known by its module's name)"
+        )
+    return sandbox
+
+
+# In the registry's order: the order the demo and `pipeline sandbox` show the sources in.
+SANDBOXES: dict[str, SandboxSource[Any]] = {name: _declared(name) for name in SOURCE_NAMES}
+
 __all__ = [
+    "SANDBOXES",
     "AfostoSimulator",
     "DigiLockerSimulator",
     "DropConnection",
@@ -39,8 +63,10 @@ __all__ = [
     "LoggedRequest",
     "Redirect",
     "RunningSimulator",
+    "SandboxSource",
     "ScheduledFault",
     "Simulator",
+    "Size",
     "SohoSimulator",
     "SparkflySimulator",
     "Stall",

@@ -42,6 +42,7 @@ from . import afosto_data as data
 from . import fakedata
 from .afosto_data import IdCodec, lcs_time, mix64, ms_time
 from .core import Simulator, parse_at, reason
+from .spec import SandboxSource, Size
 
 ISSUER = "https://afosto.sandbox"
 DEFAULT_JWT_SECRET = "afosto-sandbox-hs256-secret-not-for-production"
@@ -1332,6 +1333,37 @@ def _validate_new_prices(body: Any) -> list[dict[str, Any]]:
         listed = ", ".join(p for paths in errors.values() for p in paths)
         raise ApiError(400, f"Invalid prices: {listed}", errors)
     return rows
+
+
+def _demo_changes(sim: AfostoSimulator, rng: random.Random) -> str:
+    shipments = sim.truth("shipments")
+    for shipment in rng.sample(shipments, 6):
+        sim.update_shipment(shipment["id"], is_finished=True)
+    sim.delete_shipment(rng.choice(shipments)["id"])
+    for _ in range(5):
+        sim.insert_shipment()
+    price = rng.choice(sim.truth("prices"))
+    sim.upsert_price(
+        price["price_group_id"], price["sku"], price["amount"] + 250, active_at=price["active_at"]
+    )
+    return "6 shipments finished, 5 added, 1 deleted; 1 price changed in place"
+
+
+SANDBOX = SandboxSource(
+    name="afosto",
+    make=lambda seed, sizes: AfostoSimulator(
+        contacts=sizes["contacts"],
+        shipments=sizes["shipments"],
+        groups=5,
+        prices_per_group=60,
+        seed=seed,
+    ),
+    credentials=lambda sim: {"token": sim.token},
+    options={"max_concurrency": 4},
+    sizes=(Size("shipments", 800, "Afosto shipments"), Size("contacts", 300, "Afosto contacts")),
+    port=8703,
+    demo_changes=_demo_changes,
+)
 
 
 __all__ = [

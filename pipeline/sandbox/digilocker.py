@@ -35,6 +35,7 @@ from aiohttp import BodyPartReader, web
 from . import fakedata
 from .core import Handler, Simulator, reason
 from .fakedata import between, ddmmyyyy
+from .spec import SandboxSource
 
 BASE_PATH = "/public"  # the documented base is https://betaapi.digitallocker.gov.in/public
 FORM = "application/x-www-form-urlencoded"
@@ -1042,4 +1043,18 @@ class DigiLockerSimulator(Simulator):
         return self.json({"registered": "true", "digilockerid": found["digilockerid"]})
 
 
-__all__ = ["DigiLockerSimulator", "compute_hmac"]
+def _demo_changes(sim: DigiLockerSimulator, rng: random.Random) -> str:
+    sim.add_issuer()
+    return "1 new DigiLocker issuer"
+
+
+SANDBOX = SandboxSource(
+    name="digilocker",
+    make=lambda seed, sizes: DigiLockerSimulator(issuers=20, seed=seed),
+    credentials=lambda sim: {"client_id": sim.client_id, "client_secret": sim.client_secret},
+    api_path=BASE_PATH,
+    port=8705,
+    demo_changes=_demo_changes,
+)
+
+__all__ = ["SANDBOX", "DigiLockerSimulator", "compute_hmac"]

@@ -26,6 +26,7 @@ from aiohttp import web
 from . import fakedata
 from .core import Simulator, format_seconds, parse_at, reason
 from .fakedata import between
+from .spec import SandboxSource, Size
 
 API = "/api/v1"
 # [inferred] Seeded history ends here unless the clock is earlier, so the same seed gives
@@ -539,4 +540,29 @@ def random_token() -> str:
     return secrets.token_hex(16)
 
 
-__all__ = ["SohoSimulator", "format_ms", "random_token", "ruby_to_i"]
+def _demo_changes(sim: SohoSimulator, rng: random.Random) -> str:
+    customer_ids = [c["id"] for c in sim.truth()]
+    edited = rng.sample(customer_ids, 8)
+    for cid in edited[:5]:
+        sim.update_customer(cid, email=f"changed.{cid}@example.org")
+    for cid in edited[5:]:
+        sim.update_customer(cid, profile={"city": "Gent"})
+    for _ in range(4):
+        sim.insert_customer()
+    for cid in rng.sample([c for c in customer_ids if c not in edited], 2):
+        sim.delete_customer(cid)
+    return "8 customers edited, 4 added, 2 deleted"
+
+
+SANDBOX = SandboxSource(
+    name="soho",
+    make=lambda seed, sizes: SohoSimulator(customers=sizes["customers"], seed=seed),
+    credentials=lambda sim: {"token": sim.token},
+    api_path=API,
+    options={"max_concurrency": 4},
+    sizes=(Size("customers", 500, "Soho customers"),),
+    port=8701,
+    demo_changes=_demo_changes,
+)
+
+__all__ = ["SANDBOX", "SohoSimulator", "format_ms", "random_token", "ruby_to_i"]

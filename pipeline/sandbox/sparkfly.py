@@ -39,6 +39,7 @@ from . import fakedata
 from .core import CONTROL_PREFIX, LoggedRequest, Simulator, format_seconds, parse_at, reason
 from .fakedata import between
 from .soho import ruby_to_i
+from .spec import SandboxSource, Size
 
 API = "/v1.0"
 BASE = f"{API}/credentials"
@@ -951,4 +952,21 @@ def _remember_request(sim: Simulator, entry: LoggedRequest) -> None:
     _CURRENT.set(entry)
 
 
-__all__ = ["SparkflySimulator", "format_s"]
+def _demo_changes(sim: SparkflySimulator, rng: random.Random) -> str:
+    redeemable = [c["id"] for c in sim.truth() if c["status"] == "open" and c["offer_ids"]]
+    for credential_id in rng.sample(redeemable, 3):
+        sim.redeem(credential_id)
+    sim.insert()
+    return "3 credentials redeemed, 1 added"
+
+
+SANDBOX = SandboxSource(
+    name="sparkfly",
+    make=lambda seed, sizes: SparkflySimulator(credentials=sizes["credentials"], seed=seed),
+    credentials=lambda sim: {"token": sim.token},
+    sizes=(Size("credentials", 400, "Sparkfly credentials"),),
+    port=8704,
+    demo_changes=_demo_changes,
+)
+
+__all__ = ["SANDBOX", "SparkflySimulator", "format_s"]

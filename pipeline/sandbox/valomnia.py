@@ -31,6 +31,7 @@ from aiohttp import web
 from . import fakedata
 from .core import Simulator, format_seconds, parse_at, reason
 from .fakedata import between
+from .spec import SandboxSource, Size
 
 # [inferred] Seeded history ends here unless the clock is earlier (same seed, same data).
 DEFAULT_HISTORY_END = datetime(2024, 1, 1, tzinfo=UTC)
@@ -753,4 +754,21 @@ def _name_matcher(pattern: str) -> Callable[[str], bool]:
     return lambda name: needle in name.lower()
 
 
-__all__ = ["ValomniaSimulator", "format_s", "parse_filter_date"]
+def _demo_changes(sim: ValomniaSimulator, rng: random.Random) -> str:
+    for aid in rng.sample([a["id"] for a in sim.truth()], 10):
+        sim.update(aid, name=f"Renamed role {aid}")
+    for _ in range(3):
+        sim.insert()
+    return "10 authorities renamed, 3 added"
+
+
+SANDBOX = SandboxSource(
+    name="valomnia",
+    make=lambda seed, sizes: ValomniaSimulator(authorities=sizes["authorities"], seed=seed),
+    credentials=lambda sim: {"username": sim.username, "password": sim.password},
+    sizes=(Size("authorities", 1200, "Valomnia authorities"),),
+    port=8702,
+    demo_changes=_demo_changes,
+)
+
+__all__ = ["SANDBOX", "ValomniaSimulator", "format_s", "parse_filter_date"]
