@@ -13,13 +13,16 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipeline.config import ConfigError, Settings, load_settings, resolve_config_path
 from pipeline.errors import PipelineError
 from pipeline.gctune import tune_for_bulk_records
 from pipeline.logs import configure_logging, get_logger, secrets
 from pipeline.report import console
+
+if TYPE_CHECKING:
+    from pipeline.sandbox import SandboxSource
 
 log = get_logger(__name__)
 
@@ -289,28 +292,14 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if needs_attention(statuses) else EXIT_OK
 
 
-def _sizes(args: argparse.Namespace) -> Any:
-    from pipeline.demo import DemoSizes
-
-    return DemoSizes(
-        customers=args.customers,
-        authorities=args.authorities,
-        shipments=args.shipments,
-        contacts=args.contacts,
-        credentials=args.credentials,
-    )
+def _sizes(args: argparse.Namespace) -> dict[str, int]:
+    return {s.name: getattr(args, s.name) for sb in _sandboxes().values() for s in sb.sizes}
 
 
 async def cmd_sandbox(args: argparse.Namespace) -> int:
     from pipeline.demo import serve_sandbox
 
-    ports = {
-        "soho": args.soho_port,
-        "valomnia": args.valomnia_port,
-        "afosto": args.afosto_port,
-        "sparkfly": args.sparkfly_port,
-        "digilocker": args.digilocker_port,
-    }
+    ports = {name: getattr(args, f"{name}_port") for name in _sandboxes()}
     await serve_sandbox(sizes=_sizes(args), host=args.host, ports=ports, console=console())
     return EXIT_OK
 
@@ -435,11 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = commands.add_parser("sandbox", help="serve the API simulators in the foreground")
     _size_arguments(sandbox)
     sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--soho-port", type=int, default=8701)
-    sandbox.add_argument("--valomnia-port", type=int, default=8702)
-    sandbox.add_argument("--afosto-port", type=int, default=8703)
-    sandbox.add_argument("--sparkfly-port", type=int, default=8704)
-    sandbox.add_argument("--digilocker-port", type=int, default=8705)
+    for name, declared in _sandboxes().items():
+        sandbox.add_argument(f"--{name}-port", type=int, default=declared.port)
     sandbox.set_defaults(handler=cmd_sandbox)
 
     demo = commands.add_parser(
@@ -452,12 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _size_arguments(parser: argparse.ArgumentParser) -> None:
-    """How much data the simulators hold."""
-    parser.add_argument("--customers", type=int, default=500, help="Soho customers")
-    parser.add_argument("--authorities", type=int, default=1200, help="Valomnia authorities")
-    parser.add_argument("--shipments", type=int, default=800, help="Afosto shipments")
-    parser.add_argument("--contacts", type=int, default=300, help="Afosto contacts")
-    parser.add_argument("--credentials", type=int, default=400, help="Sparkfly credentials")
+    """How much data the simulators hold: each source's declared sizes."""
+    for declared in _sandboxes().values():
+        for size in declared.sizes:
+            parser.add_argument(size.flag, type=int, default=size.default, help=size.help)
+
+
+def _sandboxes() -> dict[str, SandboxSource[Any]]:
+    """The simulators' declarations (`pipeline.sandbox.SANDBOXES`), by source name."""
+    from pipeline.sandbox import SANDBOXES
+
+    return SANDBOXES
 
 
 async def _run_cancellable(

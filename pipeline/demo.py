@@ -12,7 +12,6 @@ import os
 import random
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -23,62 +22,27 @@ from pipeline.config import settings_from_mapping
 from pipeline.logs import secrets
 from pipeline.report import exit_code, print_outcomes
 from pipeline.runner import Runner, StreamOutcome
-from pipeline.sandbox import (
-    AfostoSimulator,
-    DigiLockerSimulator,
-    RunningSimulator,
-    Simulator,
-    SohoSimulator,
-    SparkflySimulator,
-    ValomniaSimulator,
-    serve,
-)
+from pipeline.sandbox import SANDBOXES, RunningSimulator, Simulator, serve
 from pipeline.sources import SOURCES
 from pipeline.targets import select_streams
 
 DEMO_DATABASE = "pipeline_demo"
+DEMO_SEED = 1  # every simulator's default seed: the demo holds the data a bare simulator does
 
 
-@dataclass(frozen=True)
-class DemoSizes:
-    customers: int = 500
-    authorities: int = 1200
-    shipments: int = 800
-    contacts: int = 300
-    credentials: int = 400
+def default_sizes() -> dict[str, int]:
+    """Every source's sizes (`SandboxSource.sizes`) at their defaults, by size name."""
+    return {size.name: size.default for sandbox in SANDBOXES.values() for size in sandbox.sizes}
 
 
-def build_simulators(sizes: DemoSizes) -> dict[str, Simulator]:
+def build_simulators(sizes: Mapping[str, int]) -> dict[str, Simulator]:
     """One simulator per source, keyed by the source name used in pipeline.toml."""
-    return {
-        "soho": SohoSimulator(customers=sizes.customers),
-        "valomnia": ValomniaSimulator(authorities=sizes.authorities),
-        "afosto": AfostoSimulator(
-            contacts=sizes.contacts, shipments=sizes.shipments, groups=5, prices_per_group=60
-        ),
-        "sparkfly": SparkflySimulator(credentials=sizes.credentials),
-        "digilocker": DigiLockerSimulator(issuers=20),
-    }
+    return {name: sandbox.build(DEMO_SEED, sizes) for name, sandbox in SANDBOXES.items()}
 
 
 def source_settings(name: str, running: RunningSimulator) -> dict[str, Any]:
     """The [sources.<name>] table of a pipeline.toml pointing at a running simulator."""
-    sim: Any = running.sim
-    if name == "soho":
-        return {"base_url": f"{running.url}/api/v1", "token": sim.token, "max_concurrency": 4}
-    if name == "valomnia":
-        return {"base_url": running.url, "username": sim.username, "password": sim.password}
-    if name == "afosto":
-        return {"base_url": running.url, "token": sim.token, "max_concurrency": 4}
-    if name == "sparkfly":
-        return {"base_url": running.url, "token": sim.token}
-    if name == "digilocker":
-        return {
-            "base_url": f"{running.url}/public",
-            "client_id": sim.client_id,
-            "client_secret": sim.client_secret,
-        }
-    raise KeyError(name)
+    return SANDBOXES[name].settings(running)
 
 
 def _toml_snippet(sources: Mapping[str, Mapping[str, Any]]) -> str:
@@ -106,7 +70,7 @@ async def _serve_all(
 
 
 async def serve_sandbox(
-    *, sizes: DemoSizes, host: str, ports: Mapping[str, int], console: Console
+    *, sizes: Mapping[str, int], host: str, ports: Mapping[str, int], console: Console
 ) -> None:
     async with AsyncExitStack() as stack:
         running = await _serve_all(stack, build_simulators(sizes), host, ports)
@@ -122,48 +86,18 @@ async def serve_sandbox(
         await asyncio.Event().wait()
 
 
-def _change_sources(sims: Mapping[str, Any], rng: random.Random) -> str:
+def _change_sources(sims: Mapping[str, Simulator], rng: random.Random) -> str:
     """Edits, inserts and deletes such as a day of business would bring."""
-    soho, valomnia, afosto = sims["soho"], sims["valomnia"], sims["afosto"]
-    sparkfly, digilocker = sims["sparkfly"], sims["digilocker"]
-    customer_ids = [c["id"] for c in soho.truth()]
-    edited = rng.sample(customer_ids, 8)
-    for cid in edited[:5]:
-        soho.update_customer(cid, email=f"changed.{cid}@example.org")
-    for cid in edited[5:]:
-        soho.update_customer(cid, profile={"city": "Gent"})
-    for _ in range(4):
-        soho.insert_customer()
-    for cid in rng.sample([c for c in customer_ids if c not in edited], 2):
-        soho.delete_customer(cid)
-    for aid in rng.sample([a["id"] for a in valomnia.truth()], 10):
-        valomnia.update(aid, name=f"Renamed role {aid}")
-    for _ in range(3):
-        valomnia.insert()
-    shipments = afosto.truth("shipments")
-    for shipment in rng.sample(shipments, 6):
-        afosto.update_shipment(shipment["id"], is_finished=True)
-    afosto.delete_shipment(rng.choice(shipments)["id"])
-    for _ in range(5):
-        afosto.insert_shipment()
-    price = rng.choice(afosto.truth("prices"))
-    afosto.upsert_price(
-        price["price_group_id"], price["sku"], price["amount"] + 250, active_at=price["active_at"]
-    )
-    redeemable = [c["id"] for c in sparkfly.truth() if c["status"] == "open" and c["offer_ids"]]
-    for credential_id in rng.sample(redeemable, 3):
-        sparkfly.redeem(credential_id)
-    sparkfly.insert()
-    digilocker.add_issuer()
-    return (
-        "At the sources: 8 customers edited, 4 added, 2 deleted; 10 authorities renamed, 3 added; "
-        "6 shipments finished, 5 added, 1 deleted; 1 price changed in place; 3 credentials "
-        "redeemed, 1 added; 1 new DigiLocker issuer."
-    )
+    done = [SANDBOXES[name].change_for_demo(sim, rng) for name, sim in sims.items()]
+    return "At the sources: " + "; ".join(done) + "."
+
+
+def _listed(words: list[str]) -> str:
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 async def run_demo(
-    engine: AsyncEngine, *, sizes: DemoSizes, console: Console, database_url: str
+    engine: AsyncEngine, *, sizes: Mapping[str, int], console: Console, database_url: str
 ) -> int:
     console.print(f"Demo database (recreated on each demo): {database_url}")
     console.print("Applying migrations...")
@@ -188,9 +122,9 @@ async def run_demo(
         print_outcomes(second, console, title="2. second sync: only what changed")
         third = await Runner(engine).run(targets)
         print_outcomes(third, console, title="3. third sync: nothing changed, nothing written")
+    schemas = _listed([SOURCES[name].schema for name in sims])
     console.print(
-        "\nTables: schemas soho, valomnia, afosto, sparkfly and digilocker; history: "
-        "pipeline.sync_runs.\n"
+        f"\nTables: schemas {schemas}; history: pipeline.sync_runs.\n"
         f"Look at them: psql '{database_url}'   or   "
         f"DATABASE_URL='{database_url}' pipeline status",
         highlight=False,
