@@ -12,46 +12,47 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import Settings, settings_from_mapping
-from pipeline.demo import source_settings
 from pipeline.logs import secrets
 from pipeline.runner import Runner, StreamOutcome
-from pipeline.sandbox import RunningSimulator
+from pipeline.sandbox import SANDBOXES, RunningSimulator
 from pipeline.sources import SOURCES
 from pipeline.targets import select_streams
 from tests.source_limits import expect_settings
 
 
 def make_settings(
-    soho: RunningSimulator | None = None,
-    valomnia: RunningSimulator | None = None,
-    *,
-    afosto: RunningSimulator | None = None,
-    sparkfly: RunningSimulator | None = None,
-    digilocker: RunningSimulator | None = None,
-    soho_extra: dict[str, Any] | None = None,
-    valomnia_extra: dict[str, Any] | None = None,
-    afosto_extra: dict[str, Any] | None = None,
+    *running: RunningSimulator,
     extra: dict[str, dict[str, Any]] | None = None,
     streams: dict[str, dict[str, Any]] | None = None,
+    **by_source: RunningSimulator | dict[str, Any] | None,
 ) -> Settings:
-    """Settings pointing at running simulators, validated like a pipeline.toml."""
-    running = {
-        "soho": soho,
-        "valomnia": valomnia,
-        "afosto": afosto,
-        "sparkfly": sparkfly,
-        "digilocker": digilocker,
-    }
-    extras = {
-        "soho": soho_extra,
-        "valomnia": valomnia_extra,
-        "afosto": afosto_extra,
-        **(extra or {}),
-    }
+    """Settings pointing at running simulators, validated like a pipeline.toml.
+
+    Each simulator gets its source's table (`SandboxSource.settings`, from the registry), with
+    fast retries. Give simulators positionally (each is known by its source, `sim.name`) or by
+    source name (`afosto=running`; None leaves the source out). `<source>_extra={...}` or
+    `extra={"<source>": {...}}` adds or overrides keys of that source's table; `streams` sets
+    stream tables by `source.stream`."""
+    sims: dict[str, RunningSimulator | None] = {}
+    extras: dict[str, dict[str, Any]] = {}
+    for sim in running:
+        _put(sims, sim.sim.name, sim)
+    for key, value in by_source.items():
+        if key in SANDBOXES and not isinstance(value, dict):
+            _put(sims, key, value)
+        elif key.endswith("_extra") and key.removesuffix("_extra") in SANDBOXES:
+            extras[key.removesuffix("_extra")] = value if isinstance(value, dict) else {}
+        else:
+            raise TypeError(
+                f"make_settings() got {key}=; give a source's simulator as <source>= or its "
+                f"extra keys as <source>_extra=; sources: {', '.join(SANDBOXES)}"
+            )
+    for name, body in (extra or {}).items():
+        extras[name] = {**extras.get(name, {}), **body}
     fast = {"backoff_seconds": 0.01, "timeout_seconds": 5}
     sources: dict[str, Any] = {
-        name: {**source_settings(name, sim), **fast, **(extras.get(name) or {})}
-        for name, sim in running.items()
+        name: {**SANDBOXES[name].settings(sim), **fast, **extras.get(name, {})}
+        for name, sim in sims.items()
         if sim is not None
     }
     for key, body in (streams or {}).items():
@@ -59,8 +60,18 @@ def make_settings(
         sources[source].setdefault("streams", {})[stream] = body
     settings = settings_from_mapping({"sources": sources}, os.environ, SOURCES, label="(test)")
     secrets.add(settings.secret_values())
-    expect_settings(settings, running)  # the test is held to these limits (tests/conftest.py)
+    expect_settings(settings, sims)  # the test is held to these limits (tests/conftest.py)
     return settings
+
+
+def _put(
+    sims: dict[str, RunningSimulator | None], name: str, running: RunningSimulator | None
+) -> None:
+    if name not in SANDBOXES:
+        raise TypeError(f"make_settings(): no source {name!r} in the registry")
+    if sims.get(name) is not None and running is not None:
+        raise TypeError(f"make_settings(): two simulators for source {name!r}")
+    sims[name] = running
 
 
 async def sync(
