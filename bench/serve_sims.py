@@ -1,11 +1,13 @@
 """The benchmark's simulators, in their own process (so they do not share the sync's core or
-memory). Prints one JSON line with their URLs and credentials, then obeys one-line commands
-on stdin, answering one JSON line each:
+memory). Serves every source of the registry (`pipeline.sandbox.SANDBOXES`) at the sizes given
+(`--<size>`, as `pipeline sandbox` takes them), prints one JSON line with each source's
+[sources.<name>] table (URL and credentials), then obeys one-line commands on stdin, answering
+one JSON line each:
 
-    change <source> <fraction>    update that fraction of the records (now), e.g. 0.01
-    requests <source>             the start times (monotonic seconds) of its list requests
-    truth_checksum <source>       count and checksum of what the source serves
-    clear <source>                forget the request log
+    change <source>.<stream> <fraction>   update that fraction of the records (now), e.g. 0.01
+    requests <source>.<stream>            the start times (monotonic seconds) of its list requests
+    truth_checksum <source>.<stream>      count and checksum of what the source serves
+    clear <source>                        forget the request log
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import hashlib
 import json
 import random
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from pipeline.sandbox import AfostoSimulator, SohoSimulator, ValomniaSimulator, start
+from pipeline.sandbox import SANDBOXES, start
+from pipeline.sources import SOURCES
 
 
 def checksum(records: list[dict[str, Any]]) -> str:
@@ -32,76 +37,99 @@ def checksum(records: list[dict[str, Any]]) -> str:
     return f"{total:016x}"
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--shipments", type=int, default=200_000)
-    parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--authorities", type=int, default=200_000)
-    parser.add_argument("--customer-latency", type=float, default=0.05)
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Measured:
+    """A stream the benchmark changes and checks: its record ids (cheaply), one record's
+    change (a new cursor and new content), what its list serves, and an optional warm-up so the
+    server's cost per page is the same from the first scan."""
 
-    sims: dict[str, Any] = {
-        "afosto": AfostoSimulator(
-            contacts=1,
-            shipments=args.shipments,
-            parcels=1,
-            groups=1,
-            prices_per_group=1,
-            max_page_size=1000,
-            seed=7,
+    ids: Callable[[Any], list[Any]]
+    touch: Callable[[Any, Any, random.Random], object]
+    truth: Callable[[Any], list[dict[str, Any]]]
+    warm: Callable[[Any], object] = lambda sim: None
+
+
+# The streams bench/run.py measures incremental runs and correctness on (scenario data, as a
+# test's table of targets is): every other source is served, but only read.
+MEASURED: dict[str, Measured] = {
+    "afosto.shipments": Measured(
+        ids=lambda sim: sim.ids("shipments"),
+        touch=lambda sim, id_, rng: sim.update_shipment(
+            id_, is_finished=True, stack_id=f"bench-{rng.random()}"
         ),
-        "soho": SohoSimulator(customers=args.customers, latency=args.customer_latency, seed=7),
-        "valomnia": ValomniaSimulator(authorities=args.authorities, seed=7),
-    }
-    sims["afosto"].warm("shipments")
-    running = {name: await start(sim) for name, sim in sims.items()}
-    print(
-        json.dumps(
-            {
-                "afosto": {"url": running["afosto"].url, "token": sims["afosto"].token},
-                "soho": {"url": running["soho"].url, "token": sims["soho"].token},
-                "valomnia": {
-                    "url": running["valomnia"].url,
-                    "username": sims["valomnia"].username,
-                    "password": sims["valomnia"].password,
-                },
-            }
-        ),
-        flush=True,
+        truth=lambda sim: sim.truth("shipments"),
+        warm=lambda sim: sim.warm("shipments"),
+    ),
+    "valomnia.authorities": Measured(
+        ids=lambda sim: [a["id"] for a in sim.truth()],
+        touch=lambda sim, id_, rng: sim.update(id_, name=f"bench {id_} {rng.random()}"),
+        truth=lambda sim: sim.truth(),
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--seed", type=int, default=7)
+    for sandbox in SANDBOXES.values():
+        for size in sandbox.sizes:
+            parser.add_argument(size.flag, type=int, default=size.default, help=size.help)
+    parser.add_argument(
+        "--latency",
+        action="append",
+        default=[],
+        metavar="SOURCE=SECONDS",
+        help="answer that source's requests this much later (repeatable)",
     )
+    return parser
+
+
+def _latencies(pairs: list[str]) -> dict[str, float]:
+    latencies = {}
+    for pair in pairs:
+        name, _, seconds = pair.partition("=")
+        if name not in SANDBOXES:
+            raise SystemExit(
+                f"--latency {pair}: no source {name!r}; sources: {', '.join(SANDBOXES)}"
+            )
+        latencies[name] = float(seconds)
+    return latencies
+
+
+async def main() -> None:
+    args = build_parser().parse_args()
+    sizes = {s.name: getattr(args, s.name) for sb in SANDBOXES.values() for s in sb.sizes}
+    sims: dict[str, Any] = {name: sb.build(args.seed, sizes) for name, sb in SANDBOXES.items()}
+    for name, seconds in _latencies(args.latency).items():
+        sims[name].latency = seconds
+    for key, measured in MEASURED.items():
+        measured.warm(sims[key.split(".")[0]])
+    running = {name: await start(sim) for name, sim in sims.items()}
+    tables = {name: SANDBOXES[name].settings(r) for name, r in running.items()}
+    print(json.dumps(tables), flush=True)
     loop = asyncio.get_running_loop()
     rng = random.Random(11)
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line:
             break
-        command, name, *rest = line.split()
-        sim = sims[name]
+        command, key, *rest = line.split()
+        source, _, stream = key.partition(".")
+        sim = sims[source]
+        answer: Any
         if command == "change":
-            fraction = float(rest[0])
-            if name == "afosto":
-                ids = sim.ids("shipments")
-                chosen = rng.sample(ids, round(len(ids) * fraction))
-                for shipment_id in chosen:
-                    sim.update_shipment(
-                        shipment_id, is_finished=True, stack_id=f"bench-{rng.random()}"
-                    )
-            elif name == "valomnia":
-                ids = [a["id"] for a in sim.truth()]
-                chosen = rng.sample(ids, round(len(ids) * fraction))
-                for authority_id in chosen:
-                    sim.update(authority_id, name=f"bench {authority_id} {rng.random()}")
-            answer: Any = {"changed": len(chosen)}
+            measured = MEASURED[key]
+            ids = measured.ids(sim)
+            chosen = rng.sample(ids, round(len(ids) * float(rest[0])))
+            for record_id in chosen:
+                measured.touch(sim, record_id, rng)
+            answer = {"changed": len(chosen)}
         elif command == "requests":
-            answer = {
-                "at": [
-                    r.at
-                    for r in sim.requests
-                    if r.path.endswith(("/customers", "/shipments", "/authorities"))
-                ]
-            }
+            spec = SOURCES[source].stream(stream)
+            assert spec is not None, f"no stream {key}"
+            answer = {"at": [r.at for r in sim.requests if r.path.endswith(spec.path)]}
         elif command == "truth_checksum":
-            records = sim.truth("shipments") if name == "afosto" else sim.truth()
+            records = MEASURED[key].truth(sim)
             answer = {"count": len(records), "checksum": checksum(records)}
         elif command == "clear":
             sim.clear_requests()
