@@ -30,7 +30,7 @@ def make_settings(
 
     Each simulator gets its source's table (`SandboxSource.settings`, from the registry), with
     fast retries. Give simulators positionally (each is known by its source, `sim.name`) or by
-    source name (`afosto=running`; None leaves the source out). `<source>_extra={...}` or
+    source name (`<source>=running`; None leaves the source out). `<source>_extra={...}` or
     `extra={"<source>": {...}}` adds or overrides keys of that source's table; `streams` sets
     stream tables by `source.stream`."""
     sims: dict[str, RunningSimulator | None] = {}

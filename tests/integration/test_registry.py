@@ -1,0 +1,177 @@
+"""The source registry: every source has its simulator's declaration, and one source added to
+the registry reaches the tests' settings, a sync, the demo, `pipeline sandbox` and the
+benchmark's simulators without a line changed in any of them.
+
+The throwaway source `echo` is Soho's customers stream under another name, served by a Soho
+simulator that says it is `echo`, loaded into a table shaped like `soho.customers`: a source of
+its own as far as everything that goes over the registry can tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import io
+import pkgutil
+import random
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import pipeline.sandbox
+import pipeline.sources
+from pipeline.cli import _sizes, build_parser
+from pipeline.demo import _change_sources, build_simulators, default_sizes, serve_sandbox
+from pipeline.registry import SOURCE_NAMES
+from pipeline.sandbox import SANDBOXES, SandboxSource, Size, SohoSimulator, serve
+from pipeline.sources import SOURCES, soho
+from pipeline.streams import SourceSpec
+from tests.helpers import execute, live_rows, make_settings, sync
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class EchoSimulator(SohoSimulator):
+    name: ClassVar[str] = "echo"
+
+
+def _echo_changes(sim: EchoSimulator, rng: random.Random) -> str:
+    sim.delete_customer(rng.choice(sim.ids))
+    return "1 echo deleted"
+
+
+ECHO = SourceSpec(
+    name="echo",
+    title="Echo",
+    settings_model=soho.SohoSettings,
+    make_auth=soho.SOURCE.make_auth,
+    streams=(soho.customers,),
+)
+ECHO_SANDBOX = SandboxSource(
+    name="echo",
+    make=lambda seed, sizes: EchoSimulator(customers=sizes["echoes"], seed=seed),
+    credentials=lambda sim: {"token": sim.token},
+    api_path="/api/v1",
+    sizes=(Size("echoes", 30, "Echo customers"),),
+    port=8799,
+    demo_changes=_echo_changes,
+)
+
+
+@pytest.fixture
+def echo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`echo` registered for this test only, as its two modules would register it."""
+    monkeypatch.setitem(SOURCES, "echo", ECHO)
+    monkeypatch.setitem(SANDBOXES, "echo", ECHO_SANDBOX)
+
+
+def _declaring(package: Any, attribute: str) -> set[str]:
+    """The modules of `package` that declare `attribute` (SOURCE or SANDBOX)."""
+    names = {m.name for m in pkgutil.iter_modules(package.__path__)}
+    return {
+        n for n in names if hasattr(importlib.import_module(f"{package.__name__}.{n}"), attribute)
+    }
+
+
+def test_every_source_has_a_sandbox_and_every_sandbox_a_source() -> None:
+    assert sorted(SOURCES) == sorted(SANDBOXES) == sorted(SOURCE_NAMES)
+    # A module that declares a source or a simulator but is missing from the registry:
+    assert _declaring(pipeline.sources, "SOURCE") == set(SOURCE_NAMES)
+    assert _declaring(pipeline.sandbox, "SANDBOX") == set(SOURCE_NAMES)
+
+
+def test_sizes_and_ports_are_unique_across_sources() -> None:
+    """Every size is a `--<name>` option of `pipeline demo`, every port one of `sandbox`."""
+    sizes = [s.name for sb in SANDBOXES.values() for s in sb.sizes]
+    ports = [sb.port for sb in SANDBOXES.values()]
+    assert len(sizes) == len(set(sizes)) and len(ports) == len(set(ports))
+
+
+async def test_each_declared_simulator_is_its_source_and_its_settings_validate() -> None:
+    for name, sandbox in SANDBOXES.items():
+        sim = sandbox.build(3, {s.name: 4 for s in sandbox.sizes})
+        assert sim.name == name, f"{name}: SANDBOX builds a {type(sim).__name__}"
+        async with serve(sim) as running:
+            settings = make_settings(running)  # validated by the source's settings model
+            assert (
+                settings.sources[name].settings.base_url
+                == SANDBOXES[name].settings(running)["base_url"]
+            )
+            assert list(settings.sources) == [name]
+
+
+def test_make_settings_refuses_what_is_not_a_registered_source() -> None:
+    with pytest.raises(TypeError, match="echo"):
+        make_settings(echo=None)
+    with pytest.raises(TypeError, match="sources: soho, valomnia"):
+        make_settings(soho_extras={})
+
+
+async def test_a_registered_source_syncs_through_make_settings(
+    echo: None, engine: AsyncEngine
+) -> None:
+    await execute(engine, "CREATE SCHEMA echo")
+    await execute(engine, "CREATE TABLE echo.customers (LIKE soho.customers INCLUDING ALL)")
+    async with serve(ECHO_SANDBOX.build(5, {"echoes": 12})) as running:
+        by_position = make_settings(running)
+        by_name = make_settings(echo=running, echo_extra={"max_concurrency": 2})
+        outcome = (await sync(engine, by_name, "echo.customers"))["echo.customers"]
+        truth = {c["id"]: c for c in running.sim.truth()}  # type: ignore[attr-defined]
+
+    assert by_position.sources["echo"].settings.base_url == f"{running.url}/api/v1"
+    assert by_name.sources["echo"].settings.max_concurrency == 2
+    assert outcome.status == "succeeded", outcome.error
+    assert await live_rows(engine, "echo.customers") == truth and len(truth) == 12
+
+
+async def test_the_demo_and_the_sandbox_command_take_a_registered_source(echo: None) -> None:
+    args = build_parser().parse_args(["sandbox", "--echo-port", "0", "--echoes", "7"])
+    assert args.echo_port == 0 and _sizes(args)["echoes"] == 7
+    demo = build_parser().parse_args(["demo"])
+    assert _sizes(demo) == default_sizes() and default_sizes()["echoes"] == 30
+
+    sims = build_simulators({**default_sizes(), "customers": 20, "echoes": 9})
+    assert list(sims)[-1] == "echo" and len(sims["echo"].truth()) == 9
+    said = _change_sources(sims, random.Random(7))
+    assert said.endswith("; 1 echo deleted.") and len(sims["echo"].truth()) == 8
+
+    out = io.StringIO()
+    ports = dict.fromkeys(SANDBOXES, 0)
+    sizes = {**default_sizes(), "customers": 5, "shipments": 5, "contacts": 5, "echoes": 3}
+    console = Console(file=out, width=200)
+    task = asyncio.create_task(
+        serve_sandbox(sizes=sizes, host="127.0.0.1", ports=ports, console=console)
+    )
+    try:
+        for _ in range(200):
+            if "Serving until Ctrl-C." in out.getvalue():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    text = out.getvalue()
+    assert re.search(r"^Echo simulator: http://127\.0\.0\.1:\d+/api/v1$", text, re.MULTILINE)
+    table = r'\[sources\.echo\]\nbase_url = "http://127\.0\.0\.1:\d+/api/v1"\ntoken = "(\w+)"\n'
+    found = re.search(table, text)
+    assert found is not None and found.group(1) == EchoSimulator(customers=1).token
+
+
+def test_the_benchmark_simulators_take_a_registered_source(echo: None) -> None:
+    from bench.serve_sims import build_parser as bench_parser
+
+    assert bench_parser().parse_args(["--echoes", "2"]).echoes == 2
+
+
+@pytest.mark.parametrize("path", ["pipeline/demo.py", "pipeline/cli.py", "tests/helpers.py"])
+def test_no_source_is_named_where_the_registry_is_read(path: str) -> None:
+    """What goes over every source reads the registry; a source's name here would be a branch
+    (or a list) that the next source has to be added to."""
+    text = (ROOT / path).read_text(encoding="utf-8").lower()
+    assert [name for name in SOURCE_NAMES if name in text] == []
