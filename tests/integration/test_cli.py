@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from pipeline.cli import main
-from pipeline.sandbox import RunningSimulator
+from pipeline.sandbox import SANDBOXES, RunningSimulator
+from pipeline.sources import SOURCES
 from tests.source_limits import expect_config
 
 
@@ -124,7 +125,8 @@ async def test_demo_runs_end_to_end(
         await db.drop_database(pg_server_url, f"pipeline_demo_test_{os.getpid()}")
     out = capsys.readouterr().out
     assert "1. first sync" in out and "2. second sync" in out and "3. third sync" in out
-    assert out.count("succeeded") == 3 * 10  # three rounds of ten streams
+    streams = sum(len(spec.streams) for spec in SOURCES.values())
+    assert out.count("succeeded") == 3 * streams  # three rounds of every stream
 
 
 async def test_sandbox_serves_until_stopped() -> None:
@@ -133,16 +135,7 @@ async def test_sandbox_serves_until_stopped() -> None:
         "-m",
         "pipeline",
         "sandbox",
-        "--soho-port",
-        "0",
-        "--valomnia-port",
-        "0",
-        "--afosto-port",
-        "0",
-        "--sparkfly-port",
-        "0",
-        "--digilocker-port",
-        "0",
+        *[arg for name in SANDBOXES for arg in (f"--{name}-port", "0")],
         "--customers",
         "30",
         stdout=asyncio.subprocess.PIPE,
