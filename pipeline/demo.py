@@ -22,7 +22,7 @@ from pipeline import db
 from pipeline.config import settings_from_mapping
 from pipeline.logs import secrets
 from pipeline.report import exit_code, print_outcomes
-from pipeline.runner import Runner, StreamOutcome
+from pipeline.run import Runner, StreamOutcome
 from pipeline.sandbox import (
     AfostoSimulator,
     DigiLockerSimulator,

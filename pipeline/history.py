@@ -15,7 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
-from pipeline.load import PageResult
+from pipeline.counts import PageResult
 from pipeline.logs import secrets
 
 ABANDONED = (

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline.config import Settings, settings_from_mapping
 from pipeline.demo import source_settings
 from pipeline.logs import secrets
-from pipeline.runner import Runner, StreamOutcome
+from pipeline.run import Runner, StreamOutcome
 from pipeline.sandbox import RunningSimulator
 from pipeline.sources import SOURCES
 from pipeline.targets import select_streams

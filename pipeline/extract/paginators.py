@@ -20,22 +20,23 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pipeline.errors import PaginationError
-from pipeline.http import JsonResponse
-from pipeline.streams import dig, parse_timestamp
+from pipeline.extract.http import JsonResponse
+from pipeline.records import dig, parse_timestamp
 
 T = TypeVar("T")
 Fetch = Callable[[Mapping[str, str], Mapping[str, str]], Awaitable[JsonResponse]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Page:
+    """One page of a list, as the paginator read it: its records, its number and, for sorted
+    streams, the checkpoint that is safe once it is stored."""
+
     records: list[Any]
     number: int
     checkpoint: datetime | None = None
     # The page numbers a batch was merged from (empty: just `number`).
     merged: tuple[int, ...] = ()
-    # The loader's pure per-record work on `records`, when the runner did it ahead of time.
-    prepared: Any = None
 
     @property
     def numbers(self) -> tuple[int, ...]:
@@ -64,7 +65,7 @@ class Paginator(ABC):
     @property
     def sees_records(self) -> bool:
         """Whether paging looks inside the records (their cursors, ids). If not, the records
-        may come as the bytes the API sent, parsed only when written (`pipeline.rawjson`)."""
+        may come as the bytes the API sent, parsed only when written (`pipeline.extract.rawjson`)."""
         return False
 
     def check(self, body: Any) -> None:

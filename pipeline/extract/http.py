@@ -29,11 +29,11 @@ from pipeline.errors import (
     RetriesExhausted,
     SourceHttpError,
 )
-from pipeline.limits import RateLimiter, SourceLimits
+from pipeline.extract.limits import RateLimiter, SourceLimits
 from pipeline.logs import get_logger
 
 if TYPE_CHECKING:
-    from pipeline.auth import Auth
+    from pipeline.extract.auth import Auth
 
 log = get_logger(__name__)
 
@@ -109,7 +109,7 @@ class HttpClient:
         limits: SourceLimits | None = None,
     ) -> None:
         """`limits`: the source's cap and rate when other clients of it share them (see
-        `pipeline.limits`); else this client's own, from `max_concurrency` and
+        `pipeline.extract.limits`); else this client's own, from `max_concurrency` and
         `requests_per_second`."""
         self.source = source
         self.base_url = base_url.rstrip("/")
@@ -197,7 +197,7 @@ class HttpClient:
         form fields added afresh on every attempt (a signed timestamp must not go stale).
         `expect` checks the parsed body's shape (raising ValueError): a 2xx body that is not
         the documented envelope is retried like any other malformed response. `parse` reads
-        a 2xx body (a ValueError: not JSON, retried); `pipeline.rawjson` keeps records raw."""
+        a 2xx body (a ValueError: not JSON, retried); `pipeline.extract.rawjson` keeps records raw."""
         refreshed = False
         attempt = 0
         while True:

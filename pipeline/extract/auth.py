@@ -22,7 +22,7 @@ from pipeline.errors import AuthenticationFailed
 from pipeline.logs import get_logger
 
 if TYPE_CHECKING:
-    from pipeline.http import HttpClient
+    from pipeline.extract.http import HttpClient
 
 log = get_logger(__name__)
 
