@@ -461,7 +461,7 @@ async def main(args: argparse.Namespace) -> int:
             measures["million"] = await run_sync(
                 config, bench_url, "afosto.shipments", "full load N=1,000,000", engine
             )
-            # A re-run holds the stored hashes in memory (pipeline/stored.py): its RSS too.
+            # A re-run holds the stored hashes in memory (pipeline/load/stored.py): its RSS too.
             measures["million_quiet"] = await run_sync(
                 config, bench_url, "afosto.shipments", "quiet re-run N=1,000,000", engine
             )

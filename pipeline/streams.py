@@ -25,8 +25,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from pipeline.config import SourceSettings, StreamSettings
 from pipeline.records import dig, parse_timestamp
+from pipeline.settings import SourceSettings, StreamSettings
 
 if TYPE_CHECKING:
     from pipeline.extract.auth import Auth

@@ -22,6 +22,7 @@ from pipeline import dberrors
 from pipeline.extract.http import HttpClient
 from pipeline.extract.limits import LimitsBySource
 from pipeline.logs import get_logger, secrets
+from pipeline.run.strategies import strategy_for
 from pipeline.run.stream_run import Mode, Progress, StreamOutcome, StreamRun
 from pipeline.targets import StreamTarget, build_client
 
@@ -99,6 +100,7 @@ class Runner:
                     mode=self.mode,
                     stop=self.stop,
                     run_start=self.clock(),
+                    strategy=strategy_for(target.stream, self.mode),
                     progress=self.progress,
                 )
                 outcome = await run.run()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -64,11 +64,13 @@ class Mode:
 
 
 Progress = Callable[[str, Batch, PageResult], None]
+# A way of reading a stream (`pipeline.run.strategies`): its run, its table's writer, its state.
+Strategy = Callable[["StreamRun", TableWriter, StreamState], Awaitable[None]]
 
 
 class StreamRun:
-    """One stream, one run. What strategies use: the target, the client, the connection, the
-    mode, `load` and `lists`."""
+    """One stream, one run, read by `strategy`. What strategies use: the target, the client,
+    the connection, the mode, `writer`, `lists`, `load` and `commit`."""
 
     def __init__(
         self,
@@ -80,6 +82,7 @@ class StreamRun:
         mode: Mode,
         stop: asyncio.Event,
         run_start: datetime,
+        strategy: Strategy,
         progress: Progress | None = None,
     ) -> None:
         self.target = target
@@ -92,6 +95,7 @@ class StreamRun:
         self.stop = stop
         self.run_start = run_start  # caps watermarks, dates daily rows
         self.progress = progress
+        self.strategy = strategy
         self.outcome = StreamOutcome(self.key, "running")
         self.history_row: int | None = None
         # Counts of quiet batches not yet added to the run's history row (see `load`).
@@ -120,8 +124,6 @@ class StreamRun:
         return self.outcome
 
     async def _run_locked(self) -> None:
-        from pipeline.run.strategies import strategy_for  # the strategies use this module
-
         await history.close_abandoned(self.conn, self.key)
         state = await read_state(self.conn, self.key)
         self.outcome.watermark = state.watermark
@@ -134,7 +136,7 @@ class StreamRun:
         status, error = "failed", None
         try:
             writer = await self.writer(self.stream, rewrite=self.mode.kind == "backfill")
-            await strategy_for(self.stream, self.mode)(self, writer, state)
+            await self.strategy(self, writer, state)
             status = "succeeded"
         except asyncio.CancelledError:
             status, error = "interrupted", "stopped before the run finished"
@@ -276,4 +278,4 @@ class StreamRun:
         )
 
 
-__all__ = ["Mode", "StreamOutcome", "StreamRun", "StreamState"]
+__all__ = ["Mode", "Strategy", "StreamOutcome", "StreamRun"]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import SecretStr, model_validator
 
-from pipeline.config import SourceSettings
 from pipeline.extract.auth import Auth, FormLoginSession, HeaderToken
 from pipeline.extract.paginators import OffsetPages, ValueSeekPages
+from pipeline.settings import SourceSettings
 from pipeline.streams import (
     BIGINT,
     TEXT,

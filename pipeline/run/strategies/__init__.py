@@ -14,19 +14,13 @@ Each takes the stream's run (`StreamRun`), the writer of its table and its state
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from pipeline.load import TableWriter
 from pipeline.run.strategies.backfill import backfill
 from pipeline.run.strategies.full_scan import full_scan
 from pipeline.run.strategies.partitioned import partitioned
 from pipeline.run.strategies.rederive import rederive
 from pipeline.run.strategies.sorted_filter import reconcile_sorted, sorted_filter
-from pipeline.run.stream_run import Mode, StreamRun
-from pipeline.state import StreamState
+from pipeline.run.stream_run import Mode, Strategy
 from pipeline.streams import Incremental, Stream
-
-Strategy = Callable[[StreamRun, TableWriter, StreamState], Awaitable[None]]
 
 
 def strategy_for(stream: Stream, mode: Mode) -> Strategy:
