@@ -41,12 +41,12 @@ sys.path.insert(0, str(ROOT))
 from bench.serve_sims import checksum  # noqa: E402
 from pipeline import db  # noqa: E402
 from pipeline.config import settings_from_mapping  # noqa: E402
+from pipeline.extract.http import HttpClient  # noqa: E402
+from pipeline.extract.paginators import HeaderPages, Page  # noqa: E402
 from pipeline.gctune import tune_for_bulk_records  # noqa: E402
-from pipeline.http import HttpClient  # noqa: E402
 from pipeline.load import TableWriter  # noqa: E402
 from pipeline.logs import configure_logging  # noqa: E402
-from pipeline.paginators import HeaderPages, Page  # noqa: E402
-from pipeline.runner import overlapped  # noqa: E402
+from pipeline.run.ahead import overlapped  # noqa: E402
 from pipeline.sandbox import AfostoSimulator  # noqa: E402
 from pipeline.sources import SOURCES  # noqa: E402
 
@@ -262,7 +262,7 @@ async def load_only_and_raw_copy(server_url: str, n: int) -> tuple[Measure, Meas
     async with engine.connect() as sa_conn:
         conn: Any = (await sa_conn.get_raw_connection()).driver_connection
         writer = TableWriter(conn, spec, stream, uuid.uuid4())
-        await writer.prepare()
+        await writer.set_up()
         await writer.start_scan()
 
         async def pages() -> AsyncIterator[Page]:
@@ -271,19 +271,19 @@ async def load_only_and_raw_copy(server_url: str, n: int) -> tuple[Measure, Meas
 
         # The runner's own path: pages prepared as they come, merged into batches, written.
         started = time.perf_counter()
-        async for page in overlapped(pages(), writer.prepare_page):
-            await writer.write_page(page.prepared)
+        async for batch in overlapped(pages(), writer.prepare):
+            await writer.write(batch.prepared)
         await writer.finish_load()  # the indexes a first load builds at its end
         load_seconds = time.perf_counter() - started
 
-        page = writer.prepare_page(records)
-        rows, _, _ = writer._typed_rows(list(page.candidates), page)
+        prepared = writer.prepare(records)
+        rows = [writer.preparer.typed(k, c)[0] for k, c in prepared.candidates.items()]
         await conn.execute(
             "CREATE TABLE public.raw_copy (LIKE afosto.shipments INCLUDING DEFAULTS)"
         )
         await settle(url)
         started = time.perf_counter()
-        await conn.copy_records_to_table("raw_copy", records=rows, columns=writer.copy_columns)
+        await conn.copy_records_to_table("raw_copy", records=rows, columns=writer.sql.copy_columns)
         copy_seconds = time.perf_counter() - started
     await engine.dispose()
     await db.drop_database(server_url, "pipeline_bench_load")
@@ -455,7 +455,7 @@ async def main(args: argparse.Namespace) -> int:
             measures["million"] = await run_sync(
                 config, bench_url, "afosto.shipments", "full load N=1,000,000", engine
             )
-            # A re-run holds the stored hashes in memory (pipeline/stored.py): its RSS too.
+            # A re-run holds the stored hashes in memory (pipeline/load/stored.py): its RSS too.
             measures["million_quiet"] = await run_sync(
                 config, bench_url, "afosto.shipments", "quiet re-run N=1,000,000", engine
             )

@@ -116,7 +116,7 @@ async def _run_streams(
     """Validate, connect, check the schema, run; a first SIGTERM/Ctrl-C stops at a page
     boundary. `check` may refuse the chosen streams (a ConfigError) before anything runs.
     Returns the outcomes and whether a stop was asked for."""
-    from pipeline.runner import Runner
+    from pipeline.run import Runner
     from pipeline.shutdown import GracefulStop
     from pipeline.targets import select_streams
 
@@ -141,7 +141,7 @@ async def _run_streams(
 
 async def cmd_sync(args: argparse.Namespace) -> int:
     from pipeline.report import exit_code, print_outcomes
-    from pipeline.runner import Mode
+    from pipeline.run import Mode
 
     outcomes, stopped = await _run_streams(args, args.streams, Mode("sync"))
     print_outcomes(outcomes, console())
@@ -150,7 +150,7 @@ async def cmd_sync(args: argparse.Namespace) -> int:
 
 async def cmd_reconcile(args: argparse.Namespace) -> int:
     from pipeline.report import exit_code, print_outcomes
-    from pipeline.runner import Mode
+    from pipeline.run import Mode
 
     outcomes, stopped = await _run_streams(args, args.streams, Mode("reconcile"))
     print_outcomes(outcomes, console(), title="reconcile")
@@ -159,7 +159,7 @@ async def cmd_reconcile(args: argparse.Namespace) -> int:
 
 async def cmd_backfill(args: argparse.Namespace) -> int:
     from pipeline.report import ProgressDisplay, exit_code, print_outcomes
-    from pipeline.runner import Mode
+    from pipeline.run import Mode
 
     since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
     if until is not None and until < since:
@@ -184,7 +184,7 @@ async def cmd_backfill(args: argparse.Namespace) -> int:
 async def cmd_rederive(args: argparse.Namespace) -> int:
     from pipeline.rederive import BATCH_ROWS, refusal
     from pipeline.report import ProgressDisplay, exit_code, print_outcomes
-    from pipeline.runner import Mode
+    from pipeline.run import Mode
 
     since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
     if since is not None and until is not None and until < since:

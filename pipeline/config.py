@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import ValidationError
 
 from pipeline.errors import ConfigError
+from pipeline.settings import SourceSettings, StreamSettings
 
 if TYPE_CHECKING:
     from pipeline.streams import SourceSpec
@@ -28,72 +29,6 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG_NAME = "pipeline.toml"
 DEFAULT_EMBEDDED_DIR = ".pipeline/pgdata"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class StreamSettings(_Strict):
-    """Per-stream settings; a stream may declare a subclass with extra options."""
-
-    enabled: bool = True
-    schedule: str = "0 2 * * *"
-    lookback_seconds: int = Field(default=0, ge=0)
-    page_size: int | None = Field(default=None, ge=1)
-
-    reconcile_schedule: str | None = None
-
-    @field_validator("schedule", "reconcile_schedule")
-    @classmethod
-    def _cron_parses(cls, value: str | None) -> str | None:
-        from pipeline.cron import cron_trigger
-
-        if value is None:
-            return value
-        try:
-            cron_trigger(value)
-        except ValueError as exc:
-            raise ValueError(f'not a cron expression like "0 2 * * *" ({exc})') from None
-        return value
-
-
-class SourceSettings(_Strict):
-    """Connection settings every source has; subclasses add the source's credentials."""
-
-    base_url: str
-    max_concurrency: int = Field(default=4, ge=1, le=64)
-    requests_per_second: float | None = Field(default=None, gt=0)
-    timeout_seconds: float = Field(default=30.0, gt=0)
-    max_retries: int = Field(default=5, ge=0, le=20)
-    backoff_seconds: float = Field(default=0.5, ge=0)
-    max_response_mb: float = Field(default=64.0, gt=0)
-    verify_tls: bool = True
-    streams: dict[str, dict[str, Any]] = Field(default_factory=dict)
-
-    @field_validator("base_url")
-    @classmethod
-    def _url_is_http(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        try:
-            parts.port  # noqa: B018 - parsing the port is the check
-        except ValueError:
-            raise ValueError("has an invalid port; use a number from 1 to 65535") from None
-        if parts.username or parts.password:
-            raise ValueError("must not contain credentials; put them in the source's own keys")
-        if parts.query or parts.fragment:
-            raise ValueError("must not contain a query string or fragment")
-        return value.rstrip("/")
-
-    def secret_values(self) -> list[str]:
-        """Every secret this source holds, for the log redactor."""
-        return [
-            value.get_secret_value()
-            for name in type(self).model_fields
-            if isinstance(value := getattr(self, name), SecretStr)
-        ]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pipeline import db
 from pipeline.config import settings_from_mapping
 from pipeline.logs import secrets
 from pipeline.report import exit_code, print_outcomes
-from pipeline.runner import Runner, StreamOutcome
+from pipeline.run import Runner, StreamOutcome
 from pipeline.sandbox import SANDBOXES, RunningSimulator, Simulator, serve
 from pipeline.sources import SOURCES
 from pipeline.targets import select_streams

@@ -1,7 +1,7 @@
 """Run history (`pipeline.sync_runs`): one row per stream per run, kept current page by page.
 
 A run that dies without finishing (killed, or its connection lost so its end could not be
-written) leaves its row `running`. A run holds its stream's advisory lock (`runner`) from before
+written) leaves its row `running`. A run holds its stream's advisory lock (`pipeline.run.stream_run`) from before
 its row is written until after its end is, and Postgres drops the lock with the session, so a
 `running` row whose lock nobody holds is abandoned: `pipeline status` shows it `interrupted`
 at once, without writing, and the next run of the stream, holding the lock itself (which proves
@@ -15,7 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
-from pipeline.load import PageResult
+from pipeline.counts import PageResult
 from pipeline.logs import secrets
 
 ABANDONED = (

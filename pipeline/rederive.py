@@ -2,7 +2,7 @@
 
 For after a migration adds a column, or after a fix to how a column or child table is typed:
 every stored row is typed again by the loader's own code (`load.compile_row_builder`,
-`load._convert`, `load._child_rows`), so a rederived row equals what a sync would have written
+`load.convert_record`, `load.child_rows`), so a rederived row equals what a sync would have written
 from the same record. Rows are taken in batches in primary-key order (keyset pagination); each
 batch is locked, rewritten, its child rows replaced, and its checkpoint and run counts written,
 in one transaction, so a killed rederive resumes after the last key it committed.
@@ -19,25 +19,22 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
+from pipeline.counts import PageResult
 from pipeline.errors import Interrupted
-from pipeline.load import (
-    PageResult,
-    Rejected,
-    TableWriter,
-    _child_rows,
-    _convert,
-    _ident,
-    compile_row_builder,
-)
+from pipeline.load.commit import Commit
+from pipeline.load.prepare import Rejected
+from pipeline.load.rows import child_rows, compile_row_builder, convert_record
+from pipeline.load.sql import Scope
+from pipeline.load.write import TableWriter
 from pipeline.logs import get_logger
-from pipeline.state import read_state, save_checkpoint
+from pipeline.state import forget, read_state
 from pipeline.streams import Column, SourceSpec, Stream
 from pipeline.targets import StreamTarget
 
@@ -47,8 +44,7 @@ log = get_logger(__name__)
 # that the per-transaction cost (checkpoint, run counts) is noise.
 BATCH_ROWS = 2000
 
-# Called inside each batch's transaction (the run's counts), and after it commits (progress).
-InBatch = Callable[[asyncpg.Connection, PageResult], Awaitable[None]]
+# Called after each batch commits (progress).
 Committed = Callable[[PageResult], None]
 
 
@@ -89,7 +85,7 @@ class _Table:
         stream = writer.stream
         self.writer = writer
         self.stream = stream
-        self.scope = list(scope)
+        self.scope = Scope(tuple(scope))
         self.columns: list[tuple[Column, tuple[str, ...]]] = [
             (c, c.source_path) for c in stream.columns
         ]
@@ -103,42 +99,26 @@ class _Table:
         self.children = [
             (child, [(c, c.source_path) for c in child.columns]) for child in stream.children
         ]
-        self.stage = f"rederive_{writer.schema}_{stream.name}"
+        self.stage = f"rederive_{writer.sql.schema}_{stream.name}"
 
     async def prepare(self) -> None:
         """A staging table with the table's own column types, made afresh: a connection's
         older one would miss a column added since."""
-        conn, key = self.writer.conn, self.writer.key_sql
-        columns = ", ".join([key, *map(_ident, self.names)])
-        await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{_ident(self.stage)}")
-        await conn.execute(
-            f"CREATE TEMP TABLE {_ident(self.stage)} ON COMMIT DELETE ROWS AS "
-            f"SELECT {columns} FROM {self.writer.table} WITH NO DATA"
-        )
+        for statement in self.writer.sql.create_rederive_stage(self.stage, self.names):
+            await self.writer.conn.execute(statement)
 
     def select(
         self, after: str | None, since: datetime | None, until: datetime | None, limit: int
     ) -> tuple[str, list[Any]]:
         """The next batch of stored rows after `after` (keyset), locked until the batch commits."""
-        key, conditions, args = self.writer.key_sql, [], []
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
-        if after is not None:
-            conditions.append(f"t.{key} > {arg(after)}::text::{self.writer.key_type}")
-        if since is not None:
-            conditions.append(f"t._cursor >= {arg(since)}")
-        if until is not None:
-            conditions.append(f"t._cursor <= {arg(until)}")
-        conditions += [condition.format(arg(value)) for condition, value in self.scope]
-        where = " AND ".join(conditions) or "true"
-        return (
-            f"SELECT t.{key} AS k, t.data::text AS data FROM {self.writer.table} t "
-            f"WHERE {where} ORDER BY t.{key} LIMIT {arg(limit)} FOR UPDATE",
-            args,
+        statement, _ = self.writer.sql.stored_batch(
+            after=after is not None,
+            since=since is not None,
+            until=until is not None,
+            scope=self.scope,
         )
+        args = [v for v in (after, since, until) if v is not None]
+        return statement, [*args, *self.scope.values, limit]
 
     def typed(self, key: Any, record: Any) -> tuple[tuple[Any, ...], list[list[tuple[Any, ...]]]]:
         """The staging row and child rows of one stored record; ValueError names what does
@@ -148,9 +128,9 @@ class _Table:
         try:
             values = self.build(record, self.placeholders, {})
         except ValueError:
-            values = _convert(record, self.columns, self.placeholders, {})  # the reason
+            values = convert_record(record, self.columns, self.placeholders, {})  # the reason
         cursor = self.stream.cursor.value(record) if self.stream.cursor else None
-        children = [_child_rows(key, record, child, columns) for child, columns in self.children]
+        children = [child_rows(key, record, child, columns) for child, columns in self.children]
         return (key, *(values[i] for i in self.rewritten), cursor), children
 
     async def rewrite(self, rows: Sequence[asyncpg.Record]) -> PageResult:
@@ -168,20 +148,16 @@ class _Table:
                 continue
             staged.append(staged_row)
         if rejected:
-            await writer._quarantine(rejected)  # the loader's own statement
+            await writer.quarantine(rejected)  # the loader's own statement
         if staged:
-            key = writer.key_sql
             await conn.copy_records_to_table(
-                self.stage, records=staged, columns=[writer.key.name, *self.names]
+                self.stage, records=staged, columns=[writer.sql.key, *self.names]
             )
-            sets = ", ".join(f"{_ident(n)} = s.{_ident(n)}" for n in self.names)
             await conn.execute(
-                f"UPDATE {writer.table} t SET {sets}, _synced_at = now(), _run_id = $1 "
-                f"FROM {_ident(self.stage)} s WHERE t.{key} = s.{key}",
-                writer.run_id,
+                writer.sql.rederive_from_stage(self.stage, self.names), writer.run_id
             )
             if self.children:
-                await writer._replace_children([r[0] for r in staged], children)
+                await writer.replace_children([r[0] for r in staged], children)
         result.updated, result.quarantined = len(staged), len(rejected)
         return result
 
@@ -210,7 +186,7 @@ class Rederivation:
             "until": until.isoformat() if until else None,
         }
 
-    async def run(self, stop: asyncio.Event, in_batch: InBatch, committed: Committed) -> None:
+    async def run(self, stop: asyncio.Event, history_row: int, committed: Committed) -> None:
         """Every table of the stream, batch by batch, from the checkpoint of an unfinished
         rederive of the same window; the checkpoint is dropped at the end."""
         saved = (await read_state(self.conn, self.state_key)).checkpoint or {}
@@ -226,17 +202,15 @@ class Rederivation:
             table = _Table(writer, scope)
             await table.prepare()
             after = resume.get("after") if index == 0 else None
-            await self._table(table, after, stop, in_batch, committed)
-        await self.conn.execute(
-            "DELETE FROM pipeline.stream_state WHERE stream = $1", self.state_key
-        )
+            await self._table(table, after, stop, history_row, committed)
+        await forget(self.conn, self.state_key)
 
     async def _table(
         self,
         table: _Table,
         after: str | None,
         stop: asyncio.Event,
-        in_batch: InBatch,
+        history_row: int,
         committed: Committed,
     ) -> None:
         while True:
@@ -251,8 +225,13 @@ class Rederivation:
                 result = await table.rewrite(rows)
                 after = str(rows[-1]["k"])
                 progress = {"window": self.window, "table": table.stream.name, "after": after}
-                await save_checkpoint(self.conn, self.state_key, progress, self.run_id)
-                await in_batch(self.conn, result)
+                commit = Commit(
+                    self.run_id,
+                    history_row=history_row,
+                    pages=1,
+                    checkpoint=(self.state_key, progress),
+                )
+                await commit.apply(self.conn, result)
             committed(result)
             log.info(
                 "rederive_batch",

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.logs import get_logger
-from pipeline.runner import StreamOutcome
+from pipeline.run import StreamOutcome
 from pipeline.status import StreamStatus
 
 log = get_logger(__name__)

@@ -2,7 +2,7 @@
 
 APScheduler 3 (AsyncIOScheduler) fires the jobs; it holds no business logic. `coalesce` folds
 missed firings into one, `max_instances=1` keeps one run per stream in this process, runs of one
-source share its concurrency cap and request rate (`pipeline.limits`), and the
+source share its concurrency cap and request rate (`pipeline.extract.limits`), and the
 stream's Postgres advisory lock (taken by the runner) keeps one run per stream across processes
 and machines: a second replica skips the stream and logs it. Streams read by value (Valomnia)
 also get a reconcile job, weekly unless configured, since only a reconcile sees their deletes.
@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import Settings
 from pipeline.cron import cron_trigger
-from pipeline.limits import LimitsBySource
+from pipeline.extract.limits import LimitsBySource
 from pipeline.logs import get_logger
-from pipeline.runner import Mode, Runner
+from pipeline.run import Mode, Runner
 from pipeline.streams import Incremental
 from pipeline.targets import StreamTarget, select_streams
 

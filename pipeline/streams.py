@@ -15,7 +15,7 @@ Two incremental strategies exist, because the APIs allow only two honest ones:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -25,11 +25,12 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from pipeline.config import SourceSettings, StreamSettings
+from pipeline.records import dig, parse_timestamp
+from pipeline.settings import SourceSettings, StreamSettings
 
 if TYPE_CHECKING:
-    from pipeline.auth import Auth
-    from pipeline.paginators import Paginator
+    from pipeline.extract.auth import Auth
+    from pipeline.extract.paginators import Paginator
 
 
 class Incremental(enum.Enum):
@@ -86,19 +87,6 @@ def _boolean(value: Any) -> bool:
     if value in ("true", "false"):
         return value == "true"
     raise ValueError(f"expected a boolean, got {value!r}"[:80])
-
-
-def parse_timestamp(value: Any) -> datetime:
-    """ISO-8601 with a zone (Z or an offset); a timestamp without a zone is ambiguous."""
-    if not isinstance(value, str):
-        raise ValueError(f"expected an ISO-8601 timestamp string, got {type(value).__name__}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"not an ISO-8601 timestamp: {value!r}"[:80]) from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"timestamp without a time zone: {value!r}"[:80])
-    return parsed
 
 
 def _date(value: Any) -> date:
@@ -178,18 +166,6 @@ class Column:
     @property
     def source_path(self) -> tuple[str, ...]:
         return tuple((self.path or self.name).split("."))
-
-
-def dig(record: Any, path: Sequence[str]) -> Any:
-    """The value at a dotted path, or None where any step is missing."""
-    value = record
-    for step in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(step)
-        if value is None:
-            return None
-    return value
 
 
 @dataclass(frozen=True)

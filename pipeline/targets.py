@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import ConfigError, Settings, SourceConfig, StreamSettings
-from pipeline.http import HttpClient
-from pipeline.limits import LimitsBySource
+from pipeline.extract.http import HttpClient
+from pipeline.extract.limits import LimitsBySource
 from pipeline.sources import SOURCES
 from pipeline.streams import SourceSpec, Stream
 

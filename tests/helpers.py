@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import Settings, settings_from_mapping
 from pipeline.logs import secrets
-from pipeline.runner import Runner, StreamOutcome
+from pipeline.run import Runner, StreamOutcome
 from pipeline.sandbox import SANDBOXES, RunningSimulator
 from pipeline.sources import SOURCES
 from pipeline.targets import select_streams

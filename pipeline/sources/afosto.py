@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from pipeline.auth import Auth, bearer
-from pipeline.config import SourceSettings
-from pipeline.paginators import HeaderPages, Paginator
+from pipeline.extract.auth import Auth, bearer
+from pipeline.extract.paginators import HeaderPages, Paginator
+from pipeline.settings import SourceSettings
 from pipeline.streams import (
     BIGINT,
     BOOLEAN,

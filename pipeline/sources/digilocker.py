@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
-from pipeline.auth import Auth, SignedForm
-from pipeline.config import SourceSettings
-from pipeline.paginators import SingleResponse
+from pipeline.extract.auth import Auth, SignedForm
+from pipeline.extract.paginators import SingleResponse
+from pipeline.settings import SourceSettings
 from pipeline.streams import (
     BIGINT,
     DATE,

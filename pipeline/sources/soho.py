@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from pipeline.auth import Auth, bearer
-from pipeline.config import SourceSettings
-from pipeline.paginators import PageNumberPages
+from pipeline.extract.auth import Auth, bearer
+from pipeline.extract.paginators import PageNumberPages
+from pipeline.settings import SourceSettings
 from pipeline.streams import (
     BIGINT,
     DATE,

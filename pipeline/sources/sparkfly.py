@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
 
-from pipeline.auth import Auth, HeaderToken, TokenExchange
-from pipeline.config import SourceSettings, StreamSettings
-from pipeline.paginators import PageNumberPages
+from pipeline.extract.auth import Auth, HeaderToken, TokenExchange
+from pipeline.extract.paginators import PageNumberPages
+from pipeline.settings import SourceSettings, StreamSettings
 from pipeline.streams import (
     BIGINT,
     BIGINT_ARRAY,

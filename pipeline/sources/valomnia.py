@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import SecretStr, model_validator
 
-from pipeline.auth import Auth, FormLoginSession, HeaderToken
-from pipeline.config import SourceSettings
-from pipeline.paginators import OffsetPages, ValueSeekPages
+from pipeline.extract.auth import Auth, FormLoginSession, HeaderToken
+from pipeline.extract.paginators import OffsetPages, ValueSeekPages
+from pipeline.settings import SourceSettings
 from pipeline.streams import (
     BIGINT,
     TEXT,

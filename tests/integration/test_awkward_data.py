@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import settings_from_mapping
-from pipeline.runner import Runner
+from pipeline.run import Runner
 from pipeline.sandbox import (
     AfostoSimulator,
     DigiLockerSimulator,
@@ -141,7 +141,7 @@ async def test_a_rerun_whose_only_news_are_records_to_quarantine_succeeds_every_
     engine: AsyncEngine,
 ) -> None:
     """A re-run of a full scan whose pages are mostly unchanged holds its few writes
-    (`pipeline.held`); when the only new items were records to quarantine, the held batch had
+    (`pipeline.load.held`); when the only new items were records to quarantine, the held batch had
     rejections and no record, and releasing it crashed the stream on every run."""
     sim = AfostoSimulator(contacts=5, shipments=40, parcels=150, groups=1, prices_per_group=2)
     async with serve(sim) as running:

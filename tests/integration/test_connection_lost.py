@@ -21,7 +21,7 @@ from pipeline.cli import main
 from pipeline.sandbox import RunningSimulator
 from tests.helpers import make_settings, scalar, sync
 
-# The session of the run holding the stream's advisory lock (see `pipeline.runner`), and its state.
+# The session of the run holding the stream's advisory lock (see `pipeline.run.stream_run`), and its state.
 _LOCK_HOLDER = """
 SELECT a.pid, a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1

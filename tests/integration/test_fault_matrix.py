@@ -316,7 +316,7 @@ async def test_a_page_far_larger_than_asked_is_taken_as_it_comes(engine: AsyncEn
 async def test_a_record_that_is_not_utf_8_is_quarantined_and_its_page_loads(
     engine: AsyncEngine,
 ) -> None:
-    """Afosto's records stay raw until written (`pipeline.rawjson`): the skim checks the body's
+    """Afosto's records stay raw until written (`pipeline.extract.rawjson`): the skim checks the body's
     syntax, not its text, so one bad record is rejected alone instead of the page retried."""
     import orjson
 

@@ -1,20 +1,17 @@
-"""Writes of a full scan held across batches (`pipeline.held`)."""
+"""Writes of a full scan held across batches (`pipeline.load.held`)."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.held import HeldWrites
-from pipeline.load import TableWriter
-from pipeline.paginators import Page
+from pipeline.load import Batch, TableWriter
+from pipeline.load.held import HeldWrites
 from tests.helpers import live_rows
 from tests.integration.test_load import authority, writer  # noqa: F401 - the fixture
 
 
-def page(number: int, loader: TableWriter, *records: dict) -> Page:  # type: ignore[type-arg]
-    result = Page(list(records), number)
-    result.prepared = loader.prepare_page(result.records)
-    return result
+def page(number: int, loader: TableWriter, *records: dict) -> Batch:  # type: ignore[type-arg]
+    return Batch((number,), loader.prepare(list(records)))
 
 
 async def test_held_writes_are_released_as_one_batch_with_every_count(
@@ -24,9 +21,9 @@ async def test_held_writes_are_released_as_one_batch_with_every_count(
     def same(i: int) -> dict:  # type: ignore[type-arg]
         return authority(i, f"A{i}", "2024-05-01T00:00:00Z")
 
-    await writer.write_page([same(i) for i in range(1, 13)])
+    await writer.write(writer.prepare([same(i) for i in range(1, 13)]))
     await writer.start_scan()
-    held = HeldWrites(writer, records=4, seconds=60)
+    held = HeldWrites(writer.prepare, records=4, seconds=60)
 
     assert not held.take(page(1, writer, same(1)))  # nothing to write: nothing to hold
     assert held.take(page(2, writer, authority(2, "B2", "2024-05-02T00:00:00Z"), same(3), same(4)))
@@ -41,7 +38,7 @@ async def test_held_writes_are_released_as_one_batch_with_every_count(
 
     batch = held.release()
     assert not held and batch.numbers == (2, 3, 5)
-    result = await writer.write_page(batch.prepared)
+    result = await writer.write(batch.prepared)
 
     assert (result.read, result.unchanged, result.quarantined) == (11, 7, 1)
     assert (result.inserted, result.updated) == (1, 1)  # 99 new; 2 changed, to its newer version

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.http import RateLimiter, parse_retry_after
+from pipeline.extract.http import RateLimiter, parse_retry_after
 from pipeline.sandbox import RunningSimulator, SohoSimulator, serve
 from tests.helpers import make_settings, sync
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.limits import LimitsBySource
+from pipeline.extract.limits import LimitsBySource
 from pipeline.sandbox import AfostoSimulator, RunningSimulator, serve
 from pipeline.scheduler import StreamScheduler
 from pipeline.targets import build_client, select_streams

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.report import exit_code
-from pipeline.runner import Mode, Runner
+from pipeline.run import Mode, Runner
 from pipeline.sandbox import HttpError, RunningSimulator, SohoSimulator, ValomniaSimulator, serve
 from pipeline.scheduler import StreamScheduler
 from pipeline.targets import select_streams

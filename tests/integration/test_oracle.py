@@ -34,10 +34,11 @@ from hypothesis import strategies as st
 
 from pipeline import db
 from pipeline.config import settings_from_mapping
-from pipeline.runner import Runner
+from pipeline.records import dig
+from pipeline.run import Runner
 from pipeline.sandbox import serve
 from pipeline.sources import SOURCES
-from pipeline.streams import ChildTable, Column, Deletions, Stream, dig
+from pipeline.streams import ChildTable, Column, Deletions, Stream
 from pipeline.targets import select_streams
 from tests import hostile, source_limits
 from tests.wire import WireSimulator

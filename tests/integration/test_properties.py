@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from pipeline import db
-from pipeline.load import _child_rows, _convert
-from pipeline.runner import Mode, Runner
+from pipeline.load import child_rows, convert_record
+from pipeline.run import Mode, Runner
 from pipeline.sandbox import AfostoSimulator, HttpError, SohoSimulator, ValomniaSimulator, start
 from pipeline.sources import SOURCES
 from pipeline.targets import select_streams
@@ -347,9 +347,9 @@ def _loadable(name: str, record: dict[str, Any]) -> bool:
     try:
         if stream.cursor is not None:
             stream.cursor.value(record)
-        _convert(record, [(c, c.source_path) for c in stream.columns])
+        convert_record(record, [(c, c.source_path) for c in stream.columns])
         for child in stream.children:
-            _child_rows(record["id"], record, child, [(c, c.source_path) for c in child.columns])
+            child_rows(record["id"], record, child, [(c, c.source_path) for c in child.columns])
     except ValueError:
         return False
     return True

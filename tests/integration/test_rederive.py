@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.cli import main
-from pipeline.runner import Mode, Runner
+from pipeline.run import Mode, Runner
 from pipeline.sandbox import AfostoSimulator, DigiLockerSimulator, RunningSimulator, serve
 from pipeline.sources import SOURCES
 from pipeline.streams import TEXT, Column

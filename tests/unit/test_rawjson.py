@@ -1,4 +1,4 @@
-"""Record lists kept as the bytes the API sent (`pipeline.rawjson`)."""
+"""Record lists kept as the bytes the API sent (`pipeline.extract.rawjson`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.rawjson import MalformedJson, holds_nul, loads_keeping_records, parse_record
-from pipeline.runner import _records_stay_raw
+from pipeline.extract.rawjson import MalformedJson, holds_nul, loads_keeping_records, parse_record
+from pipeline.run.fetch import records_stay_raw as _records_stay_raw
 from pipeline.sources import SOURCES
 from tests import hostile
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.load import _convert, compile_row_builder
+from pipeline.load import compile_row_builder, convert_record
 from pipeline.sources import SOURCES
 from pipeline.streams import Stream
 from tests import hostile
@@ -45,7 +45,7 @@ def test_the_compiled_builder_types_a_record_as_the_plain_conversion_does(
                 target = target.setdefault(step, {})
             target[path[-1]] = data.draw(_field_values())
     try:
-        expected: Any = _convert(record, columns)
+        expected: Any = convert_record(record, columns)
     except ValueError:
         expected = ValueError
     try:

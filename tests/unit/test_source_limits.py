@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.config import SourceSettings
 from pipeline.sandbox import SohoSimulator
+from pipeline.settings import SourceSettings
 from tests.source_limits import LimitWatch
 
 

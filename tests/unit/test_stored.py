@@ -1,4 +1,4 @@
-"""The in-memory stored hashes a full scan judges records by (`pipeline.stored`)."""
+"""The in-memory stored hashes a full scan judges records by (`pipeline.load.stored`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import xxhash
 
-from pipeline.stored import _PACKED, StoredHashes
+from pipeline.load.stored import _PACKED, StoredHashes
 
 MICROS_2000 = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import numpy as np
+
+from pipeline.load.sql import ROW_ESTIMATE, Scope, TableSql
 
 # 26 bytes a row held (hash 16, cursor 8, flags 2), 52 MB at this size; about twice that for
 # the moment it is read (the 25 bytes a row Postgres sends, and the sort order).
@@ -37,22 +38,8 @@ MAX_ROWS = 2_000_000
 # the whole array on every search.
 _PACKED = np.dtype([("hi", "=u8"), ("lo", "=u8"), ("cursor", ">i8"), ("stale", "u1")])
 _DIGEST = np.dtype([("hi", "=u8"), ("lo", "=u8")])
-_NO_CURSOR = np.iinfo(np.int64).min
-_NO_CURSOR_BYTES = "80" + "00" * 7  # the same, as Postgres writes it
+_NO_CURSOR = np.iinfo(np.int64).min  # as `TableSql.stored_hashes` writes a row without one
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # Postgres's
-
-
-def _packed_sql(table: str, scope_sql: str) -> str:
-    """Every live row in scope as 25 bytes, in one value (Postgres 15 cannot aggregate in
-    parallel, and grouping into parts cost a sort as long as the scan); and how many hashes are
-    not 16 bytes long (then no snapshot is taken)."""
-    return (
-        "SELECT string_agg(t._hash || coalesce(timestamptz_send(t._cursor), "
-        f"'\\x{_NO_CURSOR_BYTES}'::bytea) || CASE WHEN t._absent_scans = 0 THEN '\\x00'::bytea "
-        "ELSE '\\x01'::bytea END, ''::bytea) FILTER (WHERE length(t._hash) = 16) AS packed, "
-        "count(*) FILTER (WHERE length(t._hash) <> 16) AS odd "
-        f"FROM {table} t WHERE t._deleted_at IS NULL{scope_sql}"
-    )
 
 
 class StoredHashes:
@@ -71,20 +58,14 @@ class StoredHashes:
 
     @classmethod
     async def load(
-        cls,
-        conn: asyncpg.Connection,
-        table: str,
-        scope_sql: str = "",
-        scope_args: Sequence[Any] = (),
+        cls, conn: asyncpg.Connection, sql: TableSql, scope: Scope
     ) -> StoredHashes | None:
         """None when the table is too large to hold (see `MAX_ROWS`) or holds a hash of
         another length (a version that hashed differently): the scan then asks per batch."""
-        estimate = await conn.fetchval(
-            "SELECT reltuples FROM pg_class WHERE oid = $1::regclass", table
-        )
+        estimate = await conn.fetchval(ROW_ESTIMATE, sql.table)
         if estimate is not None and estimate > MAX_ROWS:
             return None
-        row = await conn.fetchrow(_packed_sql(table, scope_sql), *scope_args)
+        row = await conn.fetchrow(sql.stored_hashes(scope), *scope.values)
         if row["odd"]:
             return None
         return cls(np.frombuffer(row["packed"] or b"", dtype=_PACKED))

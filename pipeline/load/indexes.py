@@ -16,14 +16,8 @@ import uuid
 
 import asyncpg
 
+from pipeline.load.sql import SECONDARY_INDEXES
 from pipeline.state import forget, read_state, save_checkpoint
-
-_SECONDARY = (
-    "SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS definition "
-    "FROM pg_index i WHERE i.indrelid = $1::regclass AND NOT i.indisprimary "
-    "AND NOT i.indisunique AND NOT EXISTS "
-    "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)"
-)
 
 
 def _state_key(stream_key: str) -> str:
@@ -33,7 +27,7 @@ def _state_key(stream_key: str) -> str:
 async def defer(conn: asyncpg.Connection, table: str, stream_key: str, run_id: uuid.UUID) -> int:
     """Drop the table's secondary indexes, remembering them; how many were dropped."""
     async with conn.transaction():
-        found = await conn.fetch(_SECONDARY, table)
+        found = await conn.fetch(SECONDARY_INDEXES, table)
         if not found:
             return 0
         pending = (await read_state(conn, _state_key(stream_key))).checkpoint or {}

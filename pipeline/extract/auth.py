@@ -13,7 +13,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from http.cookies import SimpleCookie
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import orjson
@@ -21,10 +21,24 @@ import orjson
 from pipeline.errors import AuthenticationFailed
 from pipeline.logs import get_logger
 
-if TYPE_CHECKING:
-    from pipeline.http import HttpClient
-
 log = get_logger(__name__)
+
+
+class HttpClient(Protocol):
+    """What an auth needs of the client it signs for (`pipeline.extract.http.HttpClient`):
+    the source's name for messages, and single raw attempts for login exchanges."""
+
+    source: str
+
+    async def request_raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        allow_redirects: bool = False,
+    ) -> tuple[int, Mapping[str, str], bytes, Any]: ...
 
 
 class Auth:

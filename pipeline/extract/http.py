@@ -1,21 +1,15 @@
 """One HTTP client per source: auth, timeouts, retries with backoff, Retry-After, limits.
 
-Errors are classified here and nowhere else:
-- retried: 429, 5xx, connection errors, timeouts, and 2xx bodies that are not the JSON they
-  claim to be (truncated, an HTML error page): a malformed page must never look like an empty
-  page that ends a stream early;
-- refreshed once: 401 when the auth can log in again (session cookies);
-- fatal: other 4xx, with the source's own error text in the message.
+What an answer means is decided in `pipeline.extract.responses` (retried, refreshed, fatal);
+this module sends, retries what that says is retriable (connection errors and timeouts too),
+refreshes a credential once after a 401, and keeps each request inside its source's slots.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
@@ -25,62 +19,30 @@ from yarl import URL
 from pipeline.errors import (
     AuthenticationFailed,
     BadRequest,
-    NotFound,
     RetriesExhausted,
     SourceHttpError,
 )
-from pipeline.limits import RateLimiter, SourceLimits
+from pipeline.extract.limits import RateLimiter, SourceLimits
+from pipeline.extract.responses import (
+    BodyCheck,
+    BodyParser,
+    JsonResponse,
+    Retriable,
+    interpret,
+    parse_retry_after,
+)
 from pipeline.logs import get_logger
 
 if TYPE_CHECKING:
-    from pipeline.auth import Auth
+    from pipeline.extract.auth import Auth
 
 log = get_logger(__name__)
 
 __all__ = ["HttpClient", "JsonResponse", "RateLimiter", "parse_retry_after"]
 
 T = TypeVar("T")
-BodyCheck = Callable[[Any], object]
-BodyParser = Callable[[bytes], Any]
 MAX_REDIRECTS = 5
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS = 300.0
-
-
-@dataclass(frozen=True)
-class JsonResponse:
-    """A successful response, its body already parsed."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: Any
-    url_path: str
-
-
-class _Retriable(Exception):
-    def __init__(self, status: int | None, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After in seconds, from either of its two forms (delta-seconds or an HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
 class HttpClient:
@@ -109,7 +71,7 @@ class HttpClient:
         limits: SourceLimits | None = None,
     ) -> None:
         """`limits`: the source's cap and rate when other clients of it share them (see
-        `pipeline.limits`); else this client's own, from `max_concurrency` and
+        `pipeline.extract.limits`); else this client's own, from `max_concurrency` and
         `requests_per_second`."""
         self.source = source
         self.base_url = base_url.rstrip("/")
@@ -197,7 +159,7 @@ class HttpClient:
         form fields added afresh on every attempt (a signed timestamp must not go stale).
         `expect` checks the parsed body's shape (raising ValueError): a 2xx body that is not
         the documented envelope is retried like any other malformed response. `parse` reads
-        a 2xx body (a ValueError: not JSON, retried); `pipeline.rawjson` keeps records raw."""
+        a 2xx body (a ValueError: not JSON, retried); `pipeline.extract.rawjson` keeps records raw."""
         refreshed = False
         attempt = 0
         while True:
@@ -229,7 +191,7 @@ class HttpClient:
                     attempt -= 1
                     continue
                 raise
-            except _Retriable as exc:
+            except Retriable as exc:
                 if attempt > self.max_retries:
                     raise RetriesExhausted(
                         self.source,
@@ -353,7 +315,7 @@ class HttpClient:
                     target = self._redirect_target(method, path, resp)
                     if target is None:
                         body = await self._read_body(resp, method, path)
-                        return self._interpret(method, path, resp, body, expect, parse)
+                        return interpret(self.source, method, path, resp, body, expect, parse)
                 url, query = target, None
             raise BadRequest(
                 self.source,
@@ -364,11 +326,11 @@ class HttpClient:
                 "Point base_url at the API's final address",
             )
         except TimeoutError:
-            raise _Retriable(None, "timed out") from None
+            raise Retriable(None, "timed out") from None
         except aiohttp.ClientPayloadError as exc:
-            raise _Retriable(None, f"connection broke mid-body ({type(exc).__name__})") from None
+            raise Retriable(None, f"connection broke mid-body ({type(exc).__name__})") from None
         except aiohttp.ClientConnectionError as exc:
-            raise _Retriable(None, f"connection error ({type(exc).__name__})") from None
+            raise Retriable(None, f"connection error ({type(exc).__name__})") from None
 
     def _redirect_target(self, method: str, path: str, resp: aiohttp.ClientResponse) -> URL | None:
         """Where a redirect points, if it is one we follow: same scheme, host and port as
@@ -421,56 +383,6 @@ class HttpClient:
             "Lower the stream's page_size or raise max_response_mb for this source",
         )
 
-    def _interpret(
-        self,
-        method: str,
-        path: str,
-        resp: aiohttp.ClientResponse,
-        body: bytes,
-        expect: BodyCheck | None,
-        parse: BodyParser,
-    ) -> JsonResponse:
-        status = resp.status
-        if 200 <= status < 300:
-            content_type = resp.headers.get("Content-Type", "")
-            if "json" not in content_type.lower():
-                raise _Retriable(status, f"expected JSON, got {content_type or 'no content type'}")
-            if not body.strip():
-                raise _Retriable(status, "empty body where JSON was expected")
-            try:
-                parsed = parse(body)
-            except ValueError:  # orjson's JSONDecodeError is one
-                raise _Retriable(status, "body is not valid JSON (truncated?)") from None
-            if expect is not None:
-                try:
-                    expect(parsed)
-                except ValueError as exc:
-                    raise _Retriable(status, f"unexpected body: {exc}") from None
-            return JsonResponse(status, resp.headers, parsed, path)
-        detail = _error_text(body)
-        if status in RETRY_STATUSES:
-            raise _Retriable(status, detail, parse_retry_after(resp.headers.get("Retry-After")))
-        if status in (401, 403):
-            raise AuthenticationFailed(
-                self.source,
-                method,
-                path,
-                status,
-                detail,
-                "Check the source's credentials in pipeline.toml"
-                + (" and that they grant access to this endpoint" if status == 403 else ""),
-            )
-        if status == 404:
-            raise NotFound(self.source, method, path, status, detail, "Check the source's base_url")
-        raise BadRequest(
-            self.source,
-            method,
-            path,
-            status,
-            detail,
-            "The source rejected the request; check this stream's settings",
-        )
-
 
 def _form_body(fields: Mapping[str, str], multipart: bool) -> Any:
     if not multipart:
@@ -479,28 +391,3 @@ def _form_body(fields: Mapping[str, str], multipart: bool) -> Any:
     for name, value in fields.items():
         form.add_field(name, value)
     return form
-
-
-def _error_text(body: bytes, limit: int = 300) -> str:
-    """The source's own words, whatever its error shape; short, never the whole body."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()
-        return (text[:limit] + "...") if len(text) > limit else (text or "(empty body)")
-    return _summarise_error(parsed)[:limit]
-
-
-def _summarise_error(parsed: Any) -> str:
-    if isinstance(parsed, str):
-        return parsed
-    if isinstance(parsed, dict):
-        for text_key, code_key in (("error_description", "error"), ("message", "code")):
-            if text_key in parsed:
-                code = parsed.get(code_key)
-                return f"{code}: {parsed[text_key]}" if code else str(parsed[text_key])
-        errors = parsed.get("errors")
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            first = errors[0]
-            return f"{first.get('error', '')}: {first.get('message', '')}".strip(": ")
-    return orjson.dumps(parsed).decode()

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import time
 from array import array
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
-from pipeline.load import PreparedPage, Rejected, latest
-from pipeline.paginators import Page
+from pipeline.counts import latest
+from pipeline.load.prepare import Batch, PreparedBatch, Rejected
 
-if TYPE_CHECKING:
-    from pipeline.load import TableWriter
+Prepare = Callable[[Sequence[Any], bool], PreparedBatch]
 
 
 class HeldWrites:
-    def __init__(self, writer: TableWriter, records: int, seconds: float) -> None:
-        self._writer = writer
+    """`prepare`: the scan's pure stage, to prepare the held records again when released."""
+
+    def __init__(self, prepare: Prepare, records: int, seconds: float) -> None:
+        self._prepare = prepare
         self._records = records  # how many make a batch
         self._seconds = seconds  # how long they may wait (and the run's counts go stale)
         self._reset()
@@ -47,11 +49,11 @@ class HeldWrites:
     def __bool__(self) -> bool:
         return bool(self._numbers)
 
-    def take(self, page: Page) -> bool:
-        """Hold the page's writes if it has some, but few: under half its records (a re-run;
+    def take(self, batch: Batch) -> bool:
+        """Hold the batch's writes if it has some, but few: under half its records (a re-run;
         a first load's pages are all writes and go as they come) and under a batch."""
-        prepared = page.prepared
-        if not isinstance(prepared, PreparedPage) or prepared.settled:
+        prepared = batch.prepared
+        if prepared.settled:
             return False
         writes = len(prepared.candidates) + len(prepared.rejected)
         if 2 * writes >= prepared.read or writes >= self._records:
@@ -64,7 +66,7 @@ class HeldWrites:
         self._rejected += prepared.rejected
         candidates = set(prepared.candidates)
         self._rejected_keys += [k for k in prepared.seen_keys if k not in candidates]
-        self._numbers.extend(page.numbers)
+        self._numbers.extend(batch.numbers)
         self._read += prepared.read
         self._unchanged += prepared.unchanged
         self._latest = latest(self._latest, prepared.unchanged_max_cursor)
@@ -76,19 +78,17 @@ class HeldWrites:
             or time.monotonic() - self._since >= self._seconds
         )
 
-    def release(self) -> Page:
+    def release(self) -> Batch:
         """The held writes as one batch, prepared again from their JSON."""
         # Bounds of each held record; a batch may hold none, only rejections.
         bounds = zip([0, *self._ends], self._ends, strict=False)
         records = [bytes(self._json[a:b]) for a, b in bounds]
-        prepared = self._writer.prepare_page(records, unwrapped=True)
+        prepared = self._prepare(records, True)
         prepared.read = self._read
         prepared.unchanged += self._unchanged
         prepared.unchanged_max_cursor = latest(prepared.unchanged_max_cursor, self._latest)
         prepared.rejected += self._rejected
         prepared.seen_keys += self._rejected_keys
-        numbers = self._numbers.tolist()
-        batch = Page([], numbers[0], merged=tuple(numbers))
-        batch.prepared = prepared
+        batch = Batch(tuple(self._numbers.tolist()), prepared)
         self._reset()
         return batch

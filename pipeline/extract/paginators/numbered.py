@@ -1,0 +1,269 @@
+"""Numbered pages: Soho (`?page=&per=`, totals in the body), Sparkfly (`page`/`per_page`,
+`total_pages`), Valomnia read in full (`offset`/`max`) and Afosto (`x-page` headers, `x-count`).
+When the first page tells the page count the rest are fetched concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pipeline.errors import PaginationError
+from pipeline.extract.http import JsonResponse
+from pipeline.extract.paginators.base import Fetch, Page, Paginator, page_records
+from pipeline.records import dig
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PageRead:
+    """What one numbered page says: its records, the page count if the API tells it (first
+    page only), and whether a later page may still hold records."""
+
+    page: Page
+    total_pages: int | None
+    more: bool
+
+
+class NumberedPages(Paginator):
+    """The walk shared by page-numbered APIs; subclasses say how to ask and how to read.
+
+    When the first page tells how many pages there are, the rest are fetched concurrently.
+    Otherwise (or after that count, since records inserted during the scan can push the end
+    further) pages are fetched ahead in a window of `concurrency` until one says it is the last.
+    Pages come back in completion order; a full scan does not depend on order.
+    """
+
+    page_size: int
+    first_page: int = 1
+
+    @abstractmethod
+    def request(self, number: int) -> tuple[dict[str, str], dict[str, str]]:
+        """Query parameters and headers asking for page `number`."""
+
+    @abstractmethod
+    def read(self, number: int, response: JsonResponse) -> PageRead: ...
+
+    async def _get(self, fetch: Fetch, number: int) -> PageRead:
+        params, headers = self.request(number)
+        return self.read(number, await fetch(params, headers))
+
+    async def pages(
+        self,
+        fetch: Fetch,
+        *,
+        start: datetime | None,
+        concurrency: int,
+        end: datetime | None = None,
+        skip: AbstractSet[int] = frozenset(),
+    ) -> AsyncIterator[Page]:
+        first = await self._get(fetch, self.first_page)
+        if first.page.records and self.first_page not in skip:
+            yield first.page
+        if not first.more:
+            return
+        last = first
+        total = first.total_pages
+        if total is not None and total > self.first_page:
+            last_number = self.first_page + total - 1
+            calls = (
+                (lambda n=n: self._get(fetch, n))
+                for n in range(self.first_page + 1, last_number + 1)
+                if n not in skip or n == last_number  # the last one says whether more follow
+            )
+            async for read in _concurrently(calls, window=2 * concurrency):
+                if read.page.number == last_number:
+                    last = read
+                if read.page.records and read.page.number not in skip:
+                    yield read.page
+            if not last.more:
+                return
+        async for page in self._until_last(fetch, last.page.number + 1, concurrency):
+            yield page
+
+    async def _until_last(self, fetch: Fetch, number: int, window: int) -> AsyncIterator[Page]:
+        """Fetch pages `number`, `number + 1`, ... up to `window` at a time until one is the
+        last; pages beyond the last are dropped (records inserted since are the next run's)."""
+        in_flight: dict[int, asyncio.Future[PageRead]] = {}
+        next_number, last_number = number, None
+        try:
+            while True:
+                while len(in_flight) < window and last_number is None:
+                    in_flight[next_number] = asyncio.ensure_future(self._get(fetch, next_number))
+                    next_number += 1
+                if not in_flight:
+                    return
+                done, _ = await asyncio.wait(
+                    in_flight.values(), return_when=asyncio.FIRST_COMPLETED
+                )
+                for read in sorted((task.result() for task in done), key=lambda r: r.page.number):
+                    in_flight.pop(read.page.number, None)
+                    if last_number is not None and read.page.number > last_number:
+                        continue
+                    if read.page.records:
+                        yield read.page
+                    if not read.more:
+                        last_number = read.page.number
+                if last_number is not None:
+                    for later in [n for n in in_flight if n > last_number]:
+                        in_flight.pop(later).cancel()
+        finally:
+            for task in in_flight.values():
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight.values(), return_exceptions=True)
+
+
+def _page_count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+@dataclass(frozen=True)
+class PageNumberPages(NumberedPages):
+    """`?page=N&per=S` with a body envelope telling the page count and the next page
+    (Rails/Kaminari style: `total_pages`, `next_page`, `current_page`)."""
+
+    page_size: int
+    page_param: str = "page"
+    size_param: str = "per"
+    records_path: tuple[str, ...] = ("records",)
+    total_pages_path: tuple[str, ...] = ("total_pages",)
+    next_page_path: tuple[str, ...] | None = ("next_page",)
+    current_page_path: tuple[str, ...] | None = ("current_page",)
+    first_page: int = 1
+    extra_params: Mapping[str, str] = field(default_factory=dict)
+
+    def request(self, number: int) -> tuple[dict[str, str], dict[str, str]]:
+        params = {
+            **self.extra_params,
+            self.page_param: str(number),
+            self.size_param: str(self.page_size),
+        }
+        return params, {}
+
+    def read(self, number: int, response: JsonResponse) -> PageRead:
+        body = response.body
+        if self.current_page_path is not None:
+            current = _page_count(dig(body, self.current_page_path))
+            if current is not None and current != number:
+                raise PaginationError(
+                    f"asked for page {number}, the API answered page {current}; "
+                    f"it ignores the '{self.page_param}' parameter"
+                )
+        records = page_records(body, self.records_path)
+        total = _page_count(dig(body, self.total_pages_path))
+        if self.next_page_path is not None:
+            more = dig(body, self.next_page_path) is not None and bool(records)
+        else:  # no next-page field (will_paginate): this page's own count of pages decides
+            more = bool(records) and total is not None and number < self.first_page + total - 1
+        return PageRead(Page(records, number), total if number == self.first_page else None, more)
+
+
+@dataclass(frozen=True)
+class OffsetPages(NumberedPages):
+    """`?offset=&max=` with the total record count in the body (Valomnia, read in full by id
+    for a reconcile). Page N asks for offset (N - 1) * size."""
+
+    page_size: int
+    offset_param: str = "offset"
+    size_param: str = "max"
+    records_path: tuple[str, ...] = ("data",)
+    total_path: tuple[str, ...] = ("paging", "total")
+    sort_params: Mapping[str, str] = field(default_factory=dict)
+    first_page: int = 1
+
+    def request(self, number: int) -> tuple[dict[str, str], dict[str, str]]:
+        offset = (number - self.first_page) * self.page_size
+        params = {
+            **self.sort_params,
+            self.offset_param: str(offset),
+            self.size_param: str(self.page_size),
+        }
+        return params, {}
+
+    def read(self, number: int, response: JsonResponse) -> PageRead:
+        records = page_records(response.body, self.records_path)
+        count = _page_count(dig(response.body, self.total_path))
+        offset = (number - self.first_page) * self.page_size
+        more = bool(records) and (count is None or offset + len(records) < count)
+        total = None
+        if number == self.first_page and count is not None:
+            total = max(1, -(-count // self.page_size))
+        return PageRead(Page(records, number), total, more)
+
+
+@dataclass(frozen=True)
+class HeaderPages(NumberedPages):
+    """Page number and size in request headers, a bare array body, the record count (maybe) in
+    a response header (Afosto: `x-page`, `x-page-size`, `x-count`).
+
+    The last page is the first empty one: a short page is not trusted, since an undocumented
+    server maximum may clamp the size. When a count is given, the page count is computed from
+    the size the first page actually returned.
+    """
+
+    page_size: int
+    page_header: str = "x-page"
+    size_header: str = "x-page-size"
+    count_header: str | None = "x-count"
+    records_path: tuple[str, ...] = ()
+    first_page: int = 1
+
+    def request(self, number: int) -> tuple[dict[str, str], dict[str, str]]:
+        return {}, {self.page_header: str(number), self.size_header: str(self.page_size)}
+
+    def read(self, number: int, response: JsonResponse) -> PageRead:
+        served = _page_count(response.headers.get(self.page_header))
+        if served is not None and served != number:
+            raise PaginationError(
+                f"asked for page {number}, the API answered page {served}; "
+                f"it ignores the '{self.page_header}' header"
+            )
+        records = page_records(response.body, self.records_path)
+        total = None
+        if number == self.first_page and self.count_header and records:
+            count = _page_count(response.headers.get(self.count_header))
+            if count is not None:
+                # A server that clamps the size serves fewer than asked on a page that is not
+                # the last: the size it served is the real one.
+                size = len(records) if len(records) < min(self.page_size, count) else self.page_size
+                total = max(1, -(-count // size))
+        return PageRead(Page(records, number), total, bool(records))
+
+
+async def _concurrently(
+    calls: Iterator[Callable[[], Awaitable[T]]], window: int
+) -> AsyncIterator[T]:
+    """Run the calls with at most `window` in flight (the HTTP client caps the real concurrency)
+    and yield results as they complete. New calls start only when the consumer asks for more,
+    so a slow consumer holds back the producer and memory stays bounded."""
+    in_flight: set[asyncio.Future[T]] = set()
+    unread: list[asyncio.Future[T]] = []
+    try:
+        for call in calls:
+            in_flight.add(asyncio.ensure_future(call()))
+            if len(in_flight) >= window:
+                break
+        while in_flight:
+            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for _ in done:
+                for call in calls:
+                    in_flight.add(asyncio.ensure_future(call()))
+                    break
+            unread = list(done)
+            while unread:
+                yield unread.pop().result()
+    finally:
+        for task in in_flight:
+            task.cancel()
+        # Retrieve every outcome, so one failure is reported once, not once per page.
+        await asyncio.gather(*in_flight, *unread, return_exceptions=True)

@@ -1,0 +1,121 @@
+"""Runs a set of streams once: one connection and one `StreamRun` per stream, concurrently.
+
+Both the CLI and the scheduler call `Runner.run`. Each source gets one HTTP client for the run
+(its limits shared with the process's other runs when given). A stream's failure is recorded
+and reported; it never stops the other streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline import dberrors
+from pipeline.extract.http import HttpClient
+from pipeline.extract.limits import LimitsBySource
+from pipeline.logs import get_logger, secrets
+from pipeline.run.strategies import strategy_for
+from pipeline.run.stream_run import Mode, Progress, StreamOutcome, StreamRun
+from pipeline.targets import StreamTarget, build_client
+
+log = get_logger(__name__)
+
+
+class Runner:
+    """Runs a set of streams once. Resources come in; nothing global is created here.
+
+    `stop`, once set, ends every stream at its next page boundary: the page being written
+    commits, the run is recorded `interrupted`, and state stays consistent. `limits`: each
+    source's concurrency cap and rate, shared with other runs of the process (the scheduler's);
+    without it, this run's streams share limits of their own."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        run_id: uuid.UUID | None = None,
+        mode: Mode | None = None,
+        stop: asyncio.Event | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress: Progress | None = None,
+        limits: LimitsBySource | None = None,
+    ) -> None:
+        self.engine = engine
+        self.limits = limits or LimitsBySource()
+        self.run_id = run_id or uuid.uuid4()
+        self.mode = mode or Mode()
+        self.kind = self.mode.kind
+        self.stop = stop or asyncio.Event()
+        self.clock = clock  # the run's start: caps watermarks, dates daily rows
+        self.progress = progress
+
+    async def run(self, targets: list[StreamTarget]) -> list[StreamOutcome]:
+        async with AsyncExitStack() as stack:
+            clients: dict[str, HttpClient] = {}
+            for target in targets:
+                name = target.source.name
+                if name not in clients:
+                    client = build_client(target.source, target.config, self.limits)
+                    clients[name] = await stack.enter_async_context(client)
+            results = await asyncio.gather(
+                *(self._run_stream(t, clients[t.source.name]) for t in targets),
+                return_exceptions=True,
+            )
+        outcomes = []
+        for target, result in zip(targets, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                # Outside the stream's own error handling (no database connection, say).
+                log.error("stream_not_started", stream=target.key, error=str(result))
+                if dberrors.is_database_error(result):
+                    error = f"{target.key}: {dberrors.describe(result)}"
+                else:
+                    error = f"{target.key}: {type(result).__name__}: {result}"
+                result = StreamOutcome(target.key, "failed", error=secrets.redact(error))
+            outcomes.append(result)
+        return outcomes
+
+    async def _run_stream(self, target: StreamTarget, client: HttpClient) -> StreamOutcome:
+        with structlog.contextvars.bound_contextvars(
+            run_id=str(self.run_id), source=target.source.name, stream=target.stream.name
+        ):
+            started = time.monotonic()
+            async with self.engine.connect() as sa_conn:
+                raw = await sa_conn.get_raw_connection()
+                conn: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+                run = StreamRun(
+                    target,
+                    client,
+                    conn,
+                    run_id=self.run_id,
+                    mode=self.mode,
+                    stop=self.stop,
+                    run_start=self.clock(),
+                    strategy=strategy_for(target.stream, self.mode),
+                    progress=self.progress,
+                )
+                outcome = await run.run()
+            outcome.seconds = time.monotonic() - started
+            log.info(
+                "stream_finished",
+                status=outcome.status,
+                pages=outcome.pages,
+                records=outcome.totals.read,
+                inserted=outcome.totals.inserted,
+                updated=outcome.totals.updated,
+                unchanged=outcome.totals.unchanged,
+                quarantined=outcome.totals.quarantined,
+                deleted=outcome.deleted,
+                duration_ms=round(outcome.seconds * 1000),
+                error=outcome.error,
+            )
+            return outcome
