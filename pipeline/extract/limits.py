@@ -24,10 +24,12 @@ class RateLimiter:
     window; sources document per-second limits, so even spacing is the polite reading. Each
     start is spaced from the moment the previous one really started, not from when it was due:
     a start that woke late (a busy event loop) must not shorten the gap to the next. The
-    spacing is 2% wider than the rate, for the jitter between a start here and its arrival.
+    spacing is 5% wider than the rate, for the jitter between a start here and its arrival at
+    the server (with 2 %, a loaded 2-core machine showed 21 arrivals in one second on a rate of
+    20: a 20 ms margin is less than one stall of the event loop).
     """
 
-    MARGIN = 1.02
+    MARGIN = 1.05
 
     def __init__(self, per_second: float | None) -> None:
         self._interval = self.MARGIN / per_second if per_second else 0.0

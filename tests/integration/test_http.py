@@ -104,4 +104,4 @@ async def test_a_start_that_wakes_late_does_not_shorten_the_gap_to_the_next() ->
     time.sleep(0.06)  # noqa: ASYNC251 (the event loop is busy past the next two due times)
     await asyncio.gather(*waiting)
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-    assert min(gaps) >= 1.02 / 50 - 0.001, gaps
+    assert min(gaps) >= RateLimiter.MARGIN / 50 - 0.001, gaps

@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import Settings
 from pipeline.errors import NotFound
-from pipeline.http import JsonResponse
-from pipeline.load import _child_rows, _convert
-from pipeline.runner import Mode, Runner, StreamOutcome
+from pipeline.extract.http import JsonResponse
+from pipeline.load import child_rows, convert_record
+from pipeline.run import Mode, Runner, StreamOutcome
 from pipeline.sandbox import (
     AfostoSimulator,
     DigiLockerSimulator,
@@ -207,7 +207,7 @@ def _present(record: Any, path: tuple[str, ...]) -> bool:
 
 
 def _primary_key(stream: Stream, record: dict[str, Any], fixed: Mapping[str, Any]) -> Any:
-    (key,) = _convert(
+    (key,) = convert_record(
         record, [(stream.primary_key, stream.primary_key.source_path)], fixed, _context(fixed)
     )
     return key
@@ -264,12 +264,14 @@ async def test_every_served_record_converts_through_the_declared_types(
     keys = []
     for record, fixed in served:
         assert isinstance(record, dict)
-        values = _convert(record, columns, fixed, _context(fixed))  # ValueError names the field
+        values = convert_record(
+            record, columns, fixed, _context(fixed)
+        )  # ValueError names the field
         keys.append(values[stream.columns.index(stream.primary_key)])
         if stream.cursor is not None:
             stream.cursor.value(record)
         for child, child_columns in children:
-            _child_rows(keys[-1], record, child, child_columns)
+            child_rows(keys[-1], record, child, child_columns)
     assert None not in keys, "a served record without a primary key"
     seen: dict[Any, dict[str, Any]] = {}
     for key, (record, _) in zip(keys, served, strict=True):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.http import JsonResponse
+from pipeline.extract.http import JsonResponse
 
 Answer = Callable[[Mapping[str, str], Mapping[str, str]], JsonResponse]
 

@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import PaginationError
-from pipeline.http import JsonResponse
-from pipeline.paginators import Page, ValueSeekPages
+from pipeline.extract.http import JsonResponse
+from pipeline.extract.paginators import Page, ValueSeekPages
 from pipeline.sources.valomnia import authorities
 from tests.unit.paging import Answer, Server, response
 

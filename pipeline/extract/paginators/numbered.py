@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pipeline.errors import PaginationError
 from pipeline.extract.http import JsonResponse
 from pipeline.extract.paginators.base import Fetch, Page, Paginator, page_records
+from pipeline.extract.rawjson import RAW_TYPES
 from pipeline.records import dig
 
 T = TypeVar("T")
@@ -49,9 +50,17 @@ class NumberedPages(Paginator):
     @abstractmethod
     def read(self, number: int, response: JsonResponse) -> PageRead: ...
 
-    async def _get(self, fetch: Fetch, number: int) -> PageRead:
+    async def _get(self, fetch: Fetch, number: int, first: list[Any] | None = None) -> PageRead:
+        """Page `number`; a page that repeats the `first` one means the server ignores the
+        page asked for (without saying which it served): an error, not an endless walk."""
         params, headers = self.request(number)
-        return self.read(number, await fetch(params, headers))
+        read = self.read(number, await fetch(params, headers))
+        if first and number != self.first_page and _same_records(read.page.records, first):
+            raise PaginationError(
+                f"page {number} repeats page {self.first_page}; the API ignores the page asked "
+                "for, so the list cannot be walked"
+            )
+        return read
 
     async def pages(
         self,
@@ -72,7 +81,7 @@ class NumberedPages(Paginator):
         if total is not None and total > self.first_page:
             last_number = self.first_page + total - 1
             calls = (
-                (lambda n=n: self._get(fetch, n))
+                (lambda n=n: self._get(fetch, n, first.page.records))
                 for n in range(self.first_page + 1, last_number + 1)
                 if n not in skip or n == last_number  # the last one says whether more follow
             )
@@ -83,10 +92,14 @@ class NumberedPages(Paginator):
                     yield read.page
             if not last.more:
                 return
-        async for page in self._until_last(fetch, last.page.number + 1, concurrency):
+        async for page in self._until_last(
+            fetch, last.page.number + 1, concurrency, first.page.records
+        ):
             yield page
 
-    async def _until_last(self, fetch: Fetch, number: int, window: int) -> AsyncIterator[Page]:
+    async def _until_last(
+        self, fetch: Fetch, number: int, window: int, first: list[Any]
+    ) -> AsyncIterator[Page]:
         """Fetch pages `number`, `number + 1`, ... up to `window` at a time until one is the
         last; pages beyond the last are dropped (records inserted since are the next run's)."""
         in_flight: dict[int, asyncio.Future[PageRead]] = {}
@@ -94,7 +107,9 @@ class NumberedPages(Paginator):
         try:
             while True:
                 while len(in_flight) < window and last_number is None:
-                    in_flight[next_number] = asyncio.ensure_future(self._get(fetch, next_number))
+                    in_flight[next_number] = asyncio.ensure_future(
+                        self._get(fetch, next_number, first)
+                    )
                     next_number += 1
                 if not in_flight:
                     return
@@ -195,6 +210,14 @@ class OffsetPages(NumberedPages):
         count = _page_count(dig(response.body, self.total_path))
         offset = (number - self.first_page) * self.page_size
         more = bool(records) and (count is None or offset + len(records) < count)
+        if more and len(records) < self.page_size:
+            # Offsets come from the size asked for: a server that serves fewer (an
+            # undocumented maximum) would leave the records in between unread.
+            raise PaginationError(
+                f"asked for {self.page_size} records at offset {offset}, the API served "
+                f"{len(records)} of {count}; lower this stream's page_size to at most "
+                f"{len(records)}"
+            )
         total = None
         if number == self.first_page and count is not None:
             total = max(1, -(-count // self.page_size))
@@ -267,3 +290,16 @@ async def _concurrently(
             task.cancel()
         # Retrieve every outcome, so one failure is reported once, not once per page.
         await asyncio.gather(*in_flight, *unread, return_exceptions=True)
+
+
+def _same_records(a: list[Any], b: list[Any]) -> bool:
+    """Whether two pages hold the same records (raw ones compared by their bytes)."""
+    if len(a) != len(b):
+        return False
+    as_bytes = [bytes(r) if type(r) in RAW_TYPES else r for r in (a[0], b[0])] if a else []
+    if as_bytes and as_bytes[0] != as_bytes[1]:
+        return False  # the common case: decided by the first record
+    return all(
+        (bytes(x) if type(x) in RAW_TYPES else x) == (bytes(y) if type(y) in RAW_TYPES else y)
+        for x, y in zip(a, b, strict=True)
+    )
