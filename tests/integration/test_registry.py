@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import pipeline.sandbox
 import pipeline.sources
-from pipeline.cli import _sizes, build_parser
+from pipeline.cli import build_parser
+from pipeline.commands import _sizes
 from pipeline.demo import _change_sources, build_simulators, default_sizes, serve_sandbox
 from pipeline.registry import SOURCE_NAMES
 from pipeline.sandbox import SANDBOXES, SandboxSource, Size, SohoSimulator, serve
