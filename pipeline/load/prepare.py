@@ -144,6 +144,8 @@ class Preparer:
         self.stored = stored
         self._derived = [c for c in stream.columns if c.derive is not None]
         self._key = stream.primary_key
+        self._key_path = self._key.source_path  # per record below: computed once
+        self._cursor = stream.cursor
 
     def __call__(self, records: Sequence[Any], unwrapped: bool = False) -> PreparedBatch:
         """Key, change time and content hash of every record. `unwrapped`: the records are out
@@ -246,7 +248,7 @@ class Preparer:
         key: Any = None
         try:
             key = self._key_of(record)
-            cursor = self.stream.cursor.value(record) if self.stream.cursor else None
+            cursor = self._cursor.value(record) if self._cursor else None
             if serialised is None:
                 serialised = orjson.dumps(record)
             if digest is None:
@@ -268,11 +270,14 @@ class Preparer:
         key = self._key
         if key.derive is not None:
             raw = key.derive(record, self.context)
-            where = f"derived key '{key.name}'"
         else:
-            raw = dig(record, key.source_path)
-            where = f"primary key '{'.'.join(key.source_path)}'"
+            raw = dig(record, self._key_path)
         if raw is None:
+            where = (
+                f"derived key '{key.name}'"
+                if key.derive is not None
+                else f"primary key '{'.'.join(self._key_path)}'"
+            )
             raise ValueError(f"missing {where}")
         return key.type.convert(raw)
 

@@ -136,6 +136,10 @@ class Typist:
         self.columns = [(c, c.source_path) for c in columns]
         self.children = [(child, [(c, c.source_path) for c in child.columns]) for child in children]
         self._builders: dict[frozenset[str], RowBuilder] = {}
+        # The builder for the fixed values last asked with (a scan's): most rows of a scan
+        # share them, so the set of their names need not be made per row.
+        self._last_fixed: Mapping[str, Any] | None = None
+        self._last: RowBuilder = self.builder({})
 
     def builder(self, fixed: Mapping[str, Any]) -> RowBuilder:
         names = frozenset(fixed)
@@ -143,6 +147,10 @@ class Typist:
         if built is None:
             built = self._builders[names] = compile_row_builder(self.columns, names)
         return built
+
+    def _remember(self, fixed: Mapping[str, Any]) -> RowBuilder:
+        self._last_fixed, self._last = fixed, self.builder(fixed)
+        return self._last
 
     def rows(
         self,
@@ -154,8 +162,9 @@ class Typist:
     ) -> Rows:
         """The record's COPY row (its typed columns, then `tail`) and child rows; ValueError
         names what does not fit."""
+        build = self._last if self._last_fixed is fixed else self._remember(fixed)
         try:
-            values = self.builder(fixed)(record, fixed, context)
+            values = build(record, fixed, context)
         except ValueError:
             values = convert_record(record, self.columns, fixed, context)  # the reason
         children = [child_rows(key, record, child, columns) for child, columns in self.children]

@@ -140,7 +140,9 @@ class TableWriter:
                 rows, new_rows = [*new_rows, *rows], []  # one was stored after all: merge all
             if new_rows:
                 result.inserted = len(new_rows)
-                await self._insert_children([row[self.key_index] for row in new_rows], children)
+                if self.stream.children:
+                    written = [row[self.key_index] for row in new_rows]
+                    await self._insert_children(written, children)
             if rows:
                 await self.conn.copy_records_to_table(
                     self.sql.stage, records=rows, columns=self.sql.copy_columns
@@ -149,7 +151,8 @@ class TableWriter:
                 inserted = sum(1 for f in flags if f["inserted"])
                 result.inserted += inserted
                 result.updated = len(flags) - inserted
-                await self.replace_children([f["k"] for f in flags], children)
+                if self.stream.children:
+                    await self.replace_children([f["k"] for f in flags], children)
             result.unchanged = batch.unchanged + (
                 len(batch.candidates) - len(bad_values) - result.inserted - result.updated
             )
@@ -172,7 +175,8 @@ class TableWriter:
                     rejected.append(Rejected(str(key), str(exc), raw_text(candidate.record)))
                     continue
             rows.append(candidate.row)
-            children[key] = candidate.children
+            if self.stream.children:
+                children[key] = candidate.children
         return rows, children, rejected
 
     async def _copy_new(self, rows: list[tuple[Any, ...]]) -> bool:
