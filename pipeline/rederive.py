@@ -85,7 +85,7 @@ class _Table:
         stream = writer.stream
         self.writer = writer
         self.stream = stream
-        self.scope = Scope(tuple(scope))
+        self.scope = Scope((("t._source = {}", writer.instance), *scope))
         self.columns: list[tuple[Column, tuple[str, ...]]] = [
             (c, c.source_path) for c in stream.columns
         ]
@@ -154,7 +154,9 @@ class _Table:
                 self.stage, records=staged, columns=[writer.sql.key, *self.names]
             )
             await conn.execute(
-                writer.sql.rederive_from_stage(self.stage, self.names), writer.run_id
+                writer.sql.rederive_from_stage(self.stage, self.names),
+                writer.run_id,
+                writer.instance,
             )
             if self.children:
                 await writer.replace_children([r[0] for r in staged], children)
@@ -197,7 +199,9 @@ class Rederivation:
         names = [s.name for s in streams]
         first = names.index(resume["table"]) if resume.get("table") in names else 0
         for index, stream in enumerate(streams[first:]):
-            writer = TableWriter(self.conn, self.target.source, stream, self.run_id)
+            writer = TableWriter(
+                self.conn, self.target.source, stream, self.run_id, instance=self.target.instance
+            )
             scope = self.target.filter_scope if stream is self.target.stream else []
             table = _Table(writer, scope)
             await table.prepare()

@@ -112,8 +112,9 @@ async def stream_statuses(
                         sa.text(
                             "SELECT count(*) FILTER (WHERE _deleted_at IS NULL), "
                             "count(*) FILTER (WHERE _deleted_at IS NOT NULL) "
-                            f'FROM "{spec.schema}"."{stream.name}"'
-                        )
+                            f'FROM "{spec.schema}"."{stream.name}" WHERE _source = :source'
+                        ),
+                        {"source": target.instance if target else spec.name},
                     )
                 ).one()
                 enabled = bool(target and target.settings.enabled)

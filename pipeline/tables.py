@@ -79,6 +79,12 @@ quarantine = sa.Table(
 )
 
 
+def _source_column() -> sa.Column[str]:
+    """The instance a row was read from (`[sources.<instance>]`): first in every primary key,
+    so instances of one source type share its tables (migration 0005)."""
+    return sa.Column("_source", sa.Text, primary_key=True)
+
+
 def _stream_table(spec: SourceSpec, stream: Stream) -> sa.Table:
     typed = [
         sa.Column(
@@ -97,6 +103,7 @@ def _stream_table(spec: SourceSpec, stream: Stream) -> sa.Table:
     return sa.Table(
         stream.name,
         metadata,
+        _source_column(),
         *typed,
         sa.Column("data", pg.JSONB, nullable=False),
         sa.Column("_hash", sa.LargeBinary, nullable=False),
@@ -118,6 +125,7 @@ def _child_table(spec: SourceSpec, stream: Stream, child: ChildTable) -> sa.Tabl
     return sa.Table(
         child.name,
         metadata,
+        _source_column(),
         sa.Column(child.parent_column, key_type, primary_key=True),
         sa.Column("position", sa.Integer, primary_key=True),
         *(sa.Column(column.name, column.type.sql()) for column in child.columns),

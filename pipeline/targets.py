@@ -21,6 +21,11 @@ class StreamTarget:
     config: SourceConfig
 
     @property
+    def instance(self) -> str:
+        """The `[sources.<instance>]` it is configured under: the `_source` of its rows."""
+        return self.source.name
+
+    @property
     def key(self) -> str:
         """The stream's name in locks, state and run history; a filtered stream is its own."""
         base = f"{self.source.name}.{self.stream.name}"

@@ -23,9 +23,15 @@ from pipeline.load.stored import StoredHashes
 
 class Absences:
     def __init__(
-        self, conn: asyncpg.Connection, sql: TableSql, min_absent_scans: int, run_id: uuid.UUID
+        self,
+        conn: asyncpg.Connection,
+        sql: TableSql,
+        min_absent_scans: int,
+        run_id: uuid.UUID,
+        instance: str,
     ) -> None:
         self.conn = conn
+        self.instance = instance
         self.sql = sql
         self.min_absent_scans = min_absent_scans
         self.run_id = run_id
@@ -65,7 +71,7 @@ class Absences:
     async def candidates(self, limit: int) -> list[Any]:
         """Live rows the finished scan did not see: delete *candidates*, not deletions."""
         await self._find()
-        rows = await self.conn.fetch(self.sql.absent_keys(), limit)
+        rows = await self.conn.fetch(self.sql.absent_keys(), limit, self.instance)
         return [r["k"] for r in rows]
 
     async def record(self, confirmed_gone: Sequence[Any]) -> int:
@@ -74,4 +80,5 @@ class Absences:
         commits the scan's watermark. Returns how many rows were marked deleted."""
         await self._find()
         statement = self.sql.count_absences(self.min_absent_scans)
-        return int(await self.conn.fetchval(statement, list(confirmed_gone), self.run_id))
+        gone = list(confirmed_gone)
+        return int(await self.conn.fetchval(statement, gone, self.run_id, self.instance))

@@ -133,10 +133,12 @@ class Preparer:
         typist: Typist,
         run_id: Any,
         context: Mapping[str, Any],
+        instance: str,
         fixed: Mapping[str, Any] | None = None,
         stored: StoredHashes | None = None,
     ) -> None:
         self.stream = stream
+        self.instance = instance
         self.typist = typist
         self.run_id = run_id
         self.fixed: dict[str, Any] = dict(fixed or {})
@@ -184,7 +186,13 @@ class Preparer:
         """The COPY row and child rows of one candidate; ValueError names what does not fit."""
         if holds_nul(candidate.serialised):
             raise ValueError("contains a NUL character, which Postgres cannot store")
-        tail = (candidate.serialised.decode(), candidate.digest, candidate.cursor, self.run_id)
+        tail = (
+            candidate.serialised.decode(),
+            candidate.digest,
+            candidate.cursor,
+            self.run_id,
+            self.instance,
+        )
         return self.typist.rows(key, candidate.record, tail, self.fixed, self.context)
 
     def _add_element(

@@ -27,8 +27,9 @@ SQL_TYPE = {
     "jsonb": "jsonb",
 }
 
-# The bookkeeping columns a loaded row gets besides its declared ones (in COPY order).
-LOADED = ("data", "_hash", "_cursor", "_run_id")
+# The bookkeeping columns a loaded row gets besides its declared ones (in COPY order); `_source`
+# is the instance it was read from (`[sources.<instance>]`), first in every primary key.
+LOADED = ("data", "_hash", "_cursor", "_run_id", "_source")
 
 QUARANTINE = (
     "INSERT INTO pipeline.quarantine (run_id, stream, record_key, reason, raw) "
@@ -148,7 +149,13 @@ class TableSql:
         return f"TRUNCATE {self.seen}"
 
     def any_row(self) -> str:
-        return f"SELECT EXISTS (SELECT 1 FROM {self.table})"
+        """Whether the instance ($1) has a row in the table."""
+        return f"SELECT EXISTS (SELECT 1 FROM {self.table} WHERE _source = $1)"
+
+    def no_row(self) -> str:
+        """Whether the table is empty, whatever the instance (only then may a load put its
+        secondary indexes off: other instances' queries use them)."""
+        return f"SELECT NOT EXISTS (SELECT 1 FROM {self.table})"
 
     def stored_hashes(self, scope: Scope) -> str:
         """Every live row in scope as 25 bytes in one value: its hash, its cursor in
@@ -168,22 +175,24 @@ class TableSql:
     # ---- a batch's transaction ------------------------------------------------------------
 
     def stored_versions(self) -> str:
-        """Hash, cursor and liveness of the stored rows under a batch's keys ($1); the keys
-        are noted as seen by the scan in the same statement (one round trip)."""
+        """Hash, cursor and liveness of the instance's ($2) stored rows under a batch's keys
+        ($1); the keys are noted as seen by the scan in the same statement (one round trip)."""
         keys = f"$1::{self.key_type}[]"
         return (
             f"WITH seen AS (INSERT INTO {self.seen} SELECT unnest({keys}) "
             f"ON CONFLICT DO NOTHING) "
             f"SELECT {self._k} AS k, _hash, _cursor, "
             f"(_deleted_at IS NOT NULL OR _absent_scans <> 0) AS revive FROM {self.table} "
-            f"WHERE {self._k} = ANY({keys})"
+            f"WHERE _source = $2 AND {self._k} = ANY({keys})"
         )
 
     @cached_property
     def _upsert_parts(self) -> tuple[str, str]:
         names = self.copy_columns
         cols = ", ".join(map(ident, names))
-        updates = ", ".join(f"{ident(n)} = EXCLUDED.{ident(n)}" for n in names if n != self.key)
+        updates = ", ".join(
+            f"{ident(n)} = EXCLUDED.{ident(n)}" for n in names if n not in (self.key, "_source")
+        )
         return cols, updates
 
     def upsert(self, *, rewrite: bool = False) -> str:
@@ -199,7 +208,7 @@ class TableSql:
         return (
             f"INSERT INTO {self.table} AS t ({cols}, _synced_at, _deleted_at, _absent_scans) "
             f"SELECT {cols}, now(), NULL, 0 FROM {ident(self.stage)} "
-            f"ON CONFLICT ({self._k}) DO UPDATE SET {updates}, "
+            f"ON CONFLICT (_source, {self._k}) DO UPDATE SET {updates}, "
             f"_synced_at = now(), _deleted_at = NULL, _absent_scans = 0 "
             f"WHERE {changed}"
             f"(t._cursor IS NULL OR EXCLUDED._cursor IS NULL OR EXCLUDED._cursor >= t._cursor) "
@@ -207,10 +216,10 @@ class TableSql:
         )
 
     def delete_children(self, child_table: str, parent_column: str) -> str:
-        """Child rows of the parents in $1 (they are replaced with their parent)."""
+        """Child rows of the instance's ($2) parents in $1 (replaced with their parent)."""
         return (
             f"DELETE FROM {ident(self.schema)}.{ident(child_table)} "
-            f"WHERE {ident(parent_column)} = ANY($1::{self.key_type}[])"
+            f"WHERE _source = $2 AND {ident(parent_column)} = ANY($1::{self.key_type}[])"
         )
 
     # ---- after a complete scan ------------------------------------------------------------
@@ -245,21 +254,25 @@ class TableSql:
             f"WHERE {self._unseen()}{scope.sql(2)}"
         )
 
-    def _still_absent(self) -> str:
-        """Rows of the absent set not seen since (a probe may have proved some alive)."""
-        return f"t.{self._k} = ANY(ARRAY(SELECT a.{self._k} FROM {self.absent} a)) AND {self._unseen()}"
+    def _still_absent(self, source: str) -> str:
+        """The instance's (`source`, a placeholder) rows of the absent set not seen since (a
+        probe may have proved some alive)."""
+        return (
+            f"t._source = {source} AND "
+            f"t.{self._k} = ANY(ARRAY(SELECT a.{self._k} FROM {self.absent} a)) AND {self._unseen()}"
+        )
 
     def absent_keys(self) -> str:
-        """Delete candidates, up to $1 of them."""
+        """Delete candidates of the instance ($2), up to $1 of them."""
         return (
-            f"SELECT t.{self._k} AS k FROM {self.table} t WHERE {self._still_absent()} "
+            f"SELECT t.{self._k} AS k FROM {self.table} t WHERE {self._still_absent('$2')} "
             f"ORDER BY 1 LIMIT $1"
         )
 
     def count_absences(self, min_absent_scans: int) -> str:
         """One more absent scan for every row still absent; deleted are those confirmed gone
         ($1, a 404 from their detail endpoint) and those absent `min_absent_scans` times in a
-        row; $2 the run. Returns how many were marked deleted."""
+        row; $2 the run, $3 the instance. Returns how many were marked deleted."""
         gone = (
             f"(t.{self._k} = ANY($1::{self.key_type}[]) "
             f"OR t._absent_scans + 1 >= {int(min_absent_scans)})"
@@ -270,16 +283,17 @@ class TableSql:
             f"_deleted_at = CASE WHEN {gone} THEN now() END, "
             f"_synced_at = CASE WHEN {gone} THEN now() ELSE t._synced_at END, "
             f"_run_id = CASE WHEN {gone} THEN $2 ELSE t._run_id END "
-            f"WHERE {self._still_absent()} RETURNING t._deleted_at) "
+            f"WHERE {self._still_absent('$3')} RETURNING t._deleted_at) "
             f"SELECT count(*) FILTER (WHERE _deleted_at IS NOT NULL) FROM counted"
         )
 
     def retire_partitions(self, column: str) -> str:
-        """Snapshot streams: live rows whose partition (`column`) is not among $1 are gone;
-        $2 the run."""
+        """Snapshot streams: the instance's ($3) live rows whose partition (`column`) is not
+        among $1 are gone; $2 the run."""
         return (
             f"UPDATE {self.table} t SET _deleted_at = now(), _synced_at = now(), _run_id = $2 "
-            f"WHERE t._deleted_at IS NULL AND NOT (t.{ident(column)} = ANY($1::text[]))"
+            f"WHERE t._source = $3 AND t._deleted_at IS NULL "
+            f"AND NOT (t.{ident(column)} = ANY($1::text[]))"
         )
 
     # ---- rederive -------------------------------------------------------------------------
@@ -322,9 +336,10 @@ class TableSql:
         )
 
     def rederive_from_stage(self, stage: str, names: Sequence[str]) -> str:
-        """Copy the retyped columns of the staged rows into the table; $1 the run."""
+        """Copy the retyped columns of the staged rows into the instance's ($2) rows; $1 the
+        run."""
         sets = ", ".join(f"{ident(n)} = s.{ident(n)}" for n in names)
         return (
             f"UPDATE {self.table} t SET {sets}, _synced_at = now(), _run_id = $1 "
-            f"FROM {ident(stage)} s WHERE t.{self._k} = s.{self._k}"
+            f"FROM {ident(stage)} s WHERE t._source = $2 AND t.{self._k} = s.{self._k}"
         )

@@ -182,7 +182,13 @@ class StreamRun:
         """A writer for one of the run's tables, set up on the run's connection; indexes a
         crashed first load put off are built first (`pipeline.load.indexes`)."""
         writer = TableWriter(
-            self.conn, self.target.source, stream, self.run_id, self.context, rewrite=rewrite
+            self.conn,
+            self.target.source,
+            stream,
+            self.run_id,
+            self.context,
+            rewrite=rewrite,
+            instance=self.target.instance,
         )
         await writer.set_up()
         await writer.finish_load()

@@ -31,7 +31,9 @@ async def test_upgrade_is_idempotent_and_at_head(engine: AsyncEngine) -> None:
 
 def test_every_stream_table_has_a_key_the_raw_record_and_bookkeeping() -> None:
     for key, table in STREAM_TABLES.items():
-        assert len(table.primary_key.columns) == 1, key
+        # the instance the row was read from, then the record's own key
+        assert next(c.name for c in table.primary_key.columns) == "_source", key
+        assert len(table.primary_key.columns) == 2, key
         for column in (
             "data",
             "_hash",
@@ -74,7 +76,8 @@ async def test_every_table_has_an_analytics_view_without_deleted_rows_or_bookkee
     for table in [*STREAM_TABLES.values(), *CHILD_TABLES.values()]:
         name = f"{table.schema}_{table.name}"
         assert name in views, f"no analytics view for {table.schema}.{table.name}"
-        expected = [c.name for c in table.columns if not c.name.startswith("_")]
+        # the instance a row came from as `source`, then its columns, no bookkeeping
+        expected = ["source", *(c.name for c in table.columns if not c.name.startswith("_"))]
         assert views[name] == expected, name
 
 
@@ -87,6 +90,7 @@ async def test_analytics_views_hide_deleted_rows(engine: AsyncEngine) -> None:
                 STREAM_TABLES["valomnia.authorities"]
                 .insert()
                 .values(
+                    _source="valomnia",
                     id=id_,
                     name=f"a{id_}",
                     data={},

@@ -70,7 +70,20 @@ async def snapshot(engine: AsyncEngine, table: str, key: str = "id") -> dict[Any
 
 
 async def child_rows(engine: AsyncEngine, table: str) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in await rows(engine, f"SELECT * FROM {table} ORDER BY 1, 2")]
+    """A child table's rows as the parent's key, position and the element's columns."""
+    schema, name = table.split(".")
+    columns = [
+        r.column_name
+        for r in await rows(
+            engine,
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = :s "
+            "AND table_name = :t AND column_name <> '_source' ORDER BY ordinal_position",
+            s=schema,
+            t=name,
+        )
+    ]
+    listed = ", ".join(columns)
+    return [tuple(r) for r in await rows(engine, f"SELECT {listed} FROM {table} ORDER BY 1, 2")]
 
 
 async def items_from_data(engine: AsyncEngine) -> list[tuple[Any, ...]]:
