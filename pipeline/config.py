@@ -33,11 +33,17 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """A validated source: its settings plus the validated settings of each known stream."""
+    """A validated source instance (`[sources.<name>]`): its type (the source system; the
+    instance name when `type` is not given), its settings, and each known stream's."""
 
     name: str
     settings: SourceSettings
     streams: Mapping[str, StreamSettings]
+    type: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.type:
+            object.__setattr__(self, "type", self.name)
 
 
 @dataclass(frozen=True)
@@ -147,11 +153,10 @@ def _validate(
     _expect_table(raw_sources, label, ("sources",))
     configured: dict[str, SourceConfig] = {}
     for name, body in raw_sources.items():
-        spec = sources.get(name)
-        if spec is None:
-            known = ", ".join(sorted(sources)) or "none"
-            raise ConfigError(f"{label}: sources.{name}: unknown source; known sources: {known}")
         _expect_table(body, label, ("sources", name))
+        body = dict(body)
+        type_name = body.pop("type", name)
+        spec = _source_type(name, type_name, sources, label)
         try:
             settings = spec.settings_model.model_validate(body)
         except ValidationError as exc:
@@ -183,7 +188,9 @@ def _validate(
             streams[stream_name] = stream_settings
         for stream in spec.streams:
             streams.setdefault(stream.name, stream.settings_model())
-        configured[name] = SourceConfig(name=name, settings=settings, streams=streams)
+        configured[name] = SourceConfig(
+            name=name, settings=settings, streams=streams, type=spec.name
+        )
     return Settings(
         path=path,
         database_url=db_url,
@@ -191,6 +198,32 @@ def _validate(
         sources=configured,
         database_setting=database_setting,
     )
+
+
+_INSTANCE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _source_type(
+    name: str, type_name: Any, sources: Mapping[str, SourceSpec], label: str
+) -> SourceSpec:
+    """The source system of instance `name`: its `type`, or its own name without one. An
+    instance name is a stream key's first part and every row's `_source`: a plain word."""
+    known = ", ".join(sorted(sources)) or "none"
+    if not _INSTANCE.fullmatch(name):
+        raise ConfigError(
+            f"{label}: sources.{name}: an instance name is lower-case letters, digits and "
+            'underscores, starting with a letter (e.g. [sources.afosto_nl] with type = "afosto")'
+        )
+    if not isinstance(type_name, str) or type_name not in sources:
+        if type_name == name:
+            raise ConfigError(
+                f"{label}: sources.{name}: unknown source; known sources: {known} "
+                f'(for another account of one, add type = "<source>")'
+            )
+        raise ConfigError(
+            f"{label}: sources.{name}.type: unknown source type {type_name!r}; known: {known}"
+        )
+    return sources[type_name]
 
 
 def _check_database_url(url: Any, label: str, key: str) -> None:

@@ -15,6 +15,7 @@ from pipeline import history
 from pipeline.config import Settings
 from pipeline.cron import period
 from pipeline.sources import SOURCES
+from pipeline.streams import SourceSpec, Stream
 from pipeline.targets import StreamTarget
 
 
@@ -79,69 +80,69 @@ async def _last_run(conn: AsyncConnection, params: dict[str, Any]) -> tuple[Any,
     return row.started_at, row.status, row.error
 
 
-def _targets(settings: Settings | None) -> dict[str, StreamTarget]:
-    """Configured streams by their base name (`source.stream`)."""
-    if settings is None:
-        return {}
-    return {
-        f"{name}.{stream.name}": StreamTarget(SOURCES[name], stream, config)
-        for name, config in settings.sources.items()
-        for stream in SOURCES[name].streams
-    }
+def _entries(settings: Settings | None) -> list[tuple[SourceSpec, Stream, StreamTarget | None]]:
+    """Every configured instance's streams, then the streams of source types no instance is
+    configured for (shown as not configured, under the type's name)."""
+    entries: list[tuple[SourceSpec, Stream, StreamTarget | None]] = []
+    configured_types = set()
+    for config in settings.sources.values() if settings else []:
+        spec = SOURCES[config.type]
+        configured_types.add(spec.name)
+        entries += [(spec, stream, StreamTarget(spec, stream, config)) for stream in spec.streams]
+    for spec in SOURCES.values():
+        if spec.name not in configured_types:
+            entries += [(spec, stream, None) for stream in spec.streams]
+    return entries
 
 
 async def stream_statuses(
     engine: AsyncEngine, settings: Settings | None = None, now: datetime | None = None
 ) -> list[StreamStatus]:
     now = now or datetime.now(UTC)
-    configured = _targets(settings)
     out = []
     # Each statement its own snapshot, whatever the server's default isolation (`_last_run`).
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
-        for spec in SOURCES.values():
-            for stream in spec.streams:
-                base = f"{spec.name}.{stream.name}"
-                target = configured.get(base)
-                key = target.key if target else base
-                params = {"stream": key}
-                last = await _last_run(conn, params)
-                last_success = (await conn.execute(_LAST_SUCCESS, params)).scalar()
-                live, deleted = (
-                    await conn.execute(
-                        sa.text(
-                            "SELECT count(*) FILTER (WHERE _deleted_at IS NULL), "
-                            "count(*) FILTER (WHERE _deleted_at IS NOT NULL) "
-                            f'FROM "{spec.schema}"."{stream.name}" WHERE _source = :source'
-                        ),
-                        {"source": target.instance if target else spec.name},
-                    )
-                ).one()
-                enabled = bool(target and target.settings.enabled)
-                schedule = target.settings.schedule if target else None
-                age = (now - last_success).total_seconds() if last_success else None
-                stale = (
-                    enabled
-                    and schedule is not None
-                    and (age is None or timedelta(seconds=age) > 2 * period(schedule, now))
+        for spec, stream, target in _entries(settings):
+            key = target.key if target else f"{spec.name}.{stream.name}"
+            params = {"stream": key}
+            last = await _last_run(conn, params)
+            last_success = (await conn.execute(_LAST_SUCCESS, params)).scalar()
+            live, deleted = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT count(*) FILTER (WHERE _deleted_at IS NULL), "
+                        "count(*) FILTER (WHERE _deleted_at IS NOT NULL) "
+                        f'FROM "{spec.schema}"."{stream.name}" WHERE _source = :source'
+                    ),
+                    {"source": target.instance if target else spec.name},
                 )
-                out.append(
-                    StreamStatus(
-                        key=key,
-                        configured=target is not None,
-                        enabled=enabled,
-                        schedule=schedule,
-                        watermark=(await conn.execute(_WATERMARK, params)).scalar(),
-                        last_run_started=last[0] if last else None,
-                        last_run_status=last[1] if last else None,
-                        last_success=last_success,
-                        live_rows=live,
-                        deleted_rows=deleted,
-                        last_error=last[2] if last else None,
-                        age_seconds=age,
-                        stale=stale,
-                    )
+            ).one()
+            enabled = bool(target and target.settings.enabled)
+            schedule = target.settings.schedule if target else None
+            age = (now - last_success).total_seconds() if last_success else None
+            stale = (
+                enabled
+                and schedule is not None
+                and (age is None or timedelta(seconds=age) > 2 * period(schedule, now))
+            )
+            out.append(
+                StreamStatus(
+                    key=key,
+                    configured=target is not None,
+                    enabled=enabled,
+                    schedule=schedule,
+                    watermark=(await conn.execute(_WATERMARK, params)).scalar(),
+                    last_run_started=last[0] if last else None,
+                    last_run_status=last[1] if last else None,
+                    last_success=last_success,
+                    live_rows=live,
+                    deleted_rows=deleted,
+                    last_error=last[2] if last else None,
+                    age_seconds=age,
+                    stale=stale,
                 )
+            )
     return out
 
 

@@ -23,12 +23,12 @@ class StreamTarget:
     @property
     def instance(self) -> str:
         """The `[sources.<instance>]` it is configured under: the `_source` of its rows."""
-        return self.source.name
+        return self.config.name
 
     @property
     def key(self) -> str:
         """The stream's name in locks, state and run history; a filtered stream is its own."""
-        base = f"{self.source.name}.{self.stream.name}"
+        base = f"{self.instance}.{self.stream.name}"
         chosen = self.filter_params
         if not chosen:
             return base
@@ -55,32 +55,29 @@ class StreamTarget:
 
 
 def select_streams(settings: Settings, names: Iterable[str]) -> list[StreamTarget]:
-    """`source.stream` or bare `stream` names; none means every enabled stream configured."""
+    """Streams by `instance.stream` (its key), `type.stream` or a bare `stream` name (every
+    instance that has it: `pipeline sync shipments` syncs every shop); none means every
+    enabled stream configured."""
     available = [
-        StreamTarget(SOURCES[name], stream, config)
-        for name, config in settings.sources.items()
-        for stream in SOURCES[name].streams
+        StreamTarget(SOURCES[config.type], stream, config)
+        for config in settings.sources.values()
+        for stream in SOURCES[config.type].streams
     ]
     names = list(names)
     if not names:
         return [t for t in available if t.settings.enabled]
     chosen: list[StreamTarget] = []
     for name in names:
-        matches = [
+        matches = [t for t in available if name == t.key] or [
             t
             for t in available
-            if name in (t.key, t.stream.name, f"{t.source.name}.{t.stream.name}")
+            if name
+            in (t.stream.name, f"{t.instance}.{t.stream.name}", f"{t.source.name}.{t.stream.name}")
         ]
         if not matches:
             known = ", ".join(t.key for t in available) or "none (no source is configured)"
             raise ConfigError(f"unknown stream '{name}'; configured streams: {known}")
-        if len(matches) > 1:
-            raise ConfigError(
-                f"stream name '{name}' is ambiguous; use one of: "
-                + ", ".join(t.key for t in matches)
-            )
-        if matches[0] not in chosen:
-            chosen.append(matches[0])
+        chosen += [t for t in matches if t not in chosen]
     return chosen
 
 
@@ -90,9 +87,10 @@ def build_client(
     """`limits`: the process's limits per source, shared with every other client of the
     source; without them the client has a cap and rate of its own."""
     s = config.settings
-    shared = limits.of(spec.name, s.max_concurrency, s.requests_per_second) if limits else None
+    instance = config.name  # each account has its own limits
+    shared = limits.of(instance, s.max_concurrency, s.requests_per_second) if limits else None
     return HttpClient(
-        spec.name,
+        instance,
         spec.api_root(s),
         auth=spec.make_auth(s),
         max_concurrency=s.max_concurrency,

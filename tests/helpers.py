@@ -113,3 +113,24 @@ async def execute(engine: AsyncEngine, sql: str, **params: Any) -> int:
     """Run a statement that changes data, committed (e.g. to play a warehouse losing rows)."""
     async with engine.begin() as conn:
         return (await conn.execute(sa.text(sql), params)).rowcount
+
+
+def instance_settings(
+    instances: dict[str, RunningSimulator], extra: dict[str, dict[str, Any]] | None = None
+) -> Settings:
+    """Settings with several accounts of one API: `[sources.<instance>]` with `type` = the
+    simulator's source, each pointing at its own running simulator."""
+    fast = {"backoff_seconds": 0.01, "timeout_seconds": 5}
+    sources = {
+        name: {
+            "type": running.sim.name,
+            **SANDBOXES[running.sim.name].settings(running),
+            **fast,
+            **(extra or {}).get(name, {}),
+        }
+        for name, running in instances.items()
+    }
+    settings = settings_from_mapping({"sources": sources}, os.environ, SOURCES, label="(test)")
+    secrets.add(settings.secret_values())
+    expect_settings(settings, dict(instances))
+    return settings

@@ -24,9 +24,20 @@ def _state_key(stream_key: str) -> str:
     return f"{stream_key}#indexes"
 
 
+# Runs of several instances of one source type share its tables: their index work takes this
+# transaction lock on the table, so two first loads never drop or build its indexes at once.
+_TABLE_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended('pipeline.indexes:' || $1::regclass::text, 0))"
+)
+
+
 async def defer(conn: asyncpg.Connection, table: str, stream_key: str, run_id: uuid.UUID) -> int:
-    """Drop the table's secondary indexes, remembering them; how many were dropped."""
+    """Drop the table's secondary indexes, remembering them, if it is still empty once the
+    table's lock is held (another instance may have loaded rows meanwhile); how many."""
     async with conn.transaction():
+        await conn.execute(_TABLE_LOCK, table)
+        if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):  # a declared name
+            return 0
         found = await conn.fetch(SECONDARY_INDEXES, table)
         if not found:
             return 0
@@ -35,7 +46,7 @@ async def defer(conn: asyncpg.Connection, table: str, stream_key: str, run_id: u
         definitions.update({row["name"]: row["definition"] for row in found})
         await save_checkpoint(conn, _state_key(stream_key), {"definitions": definitions}, run_id)
         for row in found:
-            await conn.execute(f"DROP INDEX {row['name']}")  # a name from the catalog
+            await conn.execute(f"DROP INDEX IF EXISTS {row['name']}")  # a name from the catalog
     return len(found)
 
 
@@ -46,9 +57,22 @@ async def restore(conn: asyncpg.Connection, stream_key: str) -> int:
     if not definitions:
         return 0
     async with conn.transaction():
+        table = _table_of(next(iter(definitions.values())))
+        if table is not None:
+            await conn.execute(_TABLE_LOCK, table)
         for definition in definitions.values():
             await conn.execute(
                 definition.replace("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1)
             )
         await forget(conn, _state_key(stream_key))
     return len(definitions)
+
+
+def _table_of(definition: str) -> str | None:
+    """The table of `CREATE INDEX name ON [ONLY] schema.table USING ...` (as Postgres writes
+    it), to take the same lock as `defer`."""
+    after = definition.split(" ON ", 1)[1] if " ON " in definition else ""
+    words = after.split()
+    if words and words[0] == "ONLY":
+        words = words[1:]
+    return words[0] if words else None

@@ -60,7 +60,7 @@ class TableWriter:
         self.stream = stream
         self.run_id = run_id
         self.rewrite = rewrite
-        self.stream_key = f"{source.name}.{stream.name}"
+        self.stream_key = f"{self.instance}.{stream.name}"
         self.sql = TableSql.of(source, stream)
         self.typist = Typist(stream.columns, stream.children)
         self._context: dict[str, Any] = dict(context or {})

@@ -61,12 +61,12 @@ class Runner:
         async with AsyncExitStack() as stack:
             clients: dict[str, HttpClient] = {}
             for target in targets:
-                name = target.source.name
+                name = target.instance
                 if name not in clients:
                     client = build_client(target.source, target.config, self.limits)
                     clients[name] = await stack.enter_async_context(client)
             results = await asyncio.gather(
-                *(self._run_stream(t, clients[t.source.name]) for t in targets),
+                *(self._run_stream(t, clients[t.instance]) for t in targets),
                 return_exceptions=True,
             )
         outcomes = []
@@ -86,7 +86,7 @@ class Runner:
 
     async def _run_stream(self, target: StreamTarget, client: HttpClient) -> StreamOutcome:
         with structlog.contextvars.bound_contextvars(
-            run_id=str(self.run_id), source=target.source.name, stream=target.stream.name
+            run_id=str(self.run_id), source=target.instance, stream=target.stream.name
         ):
             started = time.monotonic()
             async with self.engine.connect() as sa_conn:

@@ -110,9 +110,14 @@ def test_stream_and_source_names_from_config_must_be_declared() -> None:
     from pipeline.targets import select_streams
 
     hostile = 'soho"; DROP TABLE soho.customers; --'
-    with pytest.raises(ConfigError, match="unknown source"):
+    # an instance name becomes every row's `_source` and a stream key: a plain word only
+    with pytest.raises(ConfigError, match="an instance name is lower-case letters"):
         settings_from_mapping(
             {"sources": {hostile: {"base_url": "https://x.example"}}}, {}, SOURCES
+        )
+    with pytest.raises(ConfigError, match="unknown source type"):
+        settings_from_mapping(
+            {"sources": {"shop": {"type": hostile, "base_url": "https://x.example"}}}, {}, SOURCES
         )
     settings = settings_from_mapping(
         {"sources": {"soho": {"base_url": "https://x.example/api/v1", "token": "t" * 32}}},
