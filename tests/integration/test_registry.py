@@ -29,7 +29,16 @@ from pipeline.cli import build_parser
 from pipeline.commands import _sizes
 from pipeline.demo import _change_sources, build_simulators, default_sizes, serve_sandbox
 from pipeline.registry import SOURCE_NAMES
-from pipeline.sandbox import SANDBOXES, SandboxSource, Size, SohoSimulator, serve
+from pipeline.sandbox import (
+    SANDBOXES,
+    FaultTarget,
+    Removal,
+    SandboxSource,
+    SandboxStream,
+    Size,
+    SohoSimulator,
+    serve,
+)
 from pipeline.sources import SOURCES, soho
 from pipeline.streams import SourceSpec
 from tests.helpers import execute, live_rows, make_settings, sync
@@ -61,6 +70,19 @@ ECHO_SANDBOX = SandboxSource(
     sizes=(Size("echoes", 30, "Echo customers"),),
     port=8799,
     demo_changes=_echo_changes,
+    small=lambda seed: EchoSimulator(customers=20, seed=seed),
+    streams={
+        "customers": SandboxStream(
+            records=lambda sim: sim.truth(), removal=Removal({"op": "delete", "id": "{id}"})
+        ),
+    },
+    faults=FaultTarget(
+        stream="customers",
+        make=lambda seed: EchoSimulator(customers=60, seed=seed),
+        list_path="/api/v1/customers",
+        page_size=25,
+        record=lambda sim, i: sim._customers[sim.ids[i]],
+    ),
 )
 
 
@@ -69,6 +91,12 @@ def echo(monkeypatch: pytest.MonkeyPatch) -> None:
     """`echo` registered for this test only, as its two modules would register it."""
     monkeypatch.setitem(SOURCES, "echo", ECHO)
     monkeypatch.setitem(SANDBOXES, "echo", ECHO_SANDBOX)
+
+
+async def _echo_tables(engine: AsyncEngine) -> None:
+    """What echo's migration would add: a table shaped like the one of the stream it borrows."""
+    await execute(engine, "CREATE SCHEMA echo")
+    await execute(engine, "CREATE TABLE echo.customers (LIKE soho.customers INCLUDING ALL)")
 
 
 def _declaring(package: Any, attribute: str) -> set[str]:
@@ -84,6 +112,15 @@ def test_every_source_has_a_sandbox_and_every_sandbox_a_source() -> None:
     # A module that declares a source or a simulator but is missing from the registry:
     assert _declaring(pipeline.sources, "SOURCE") == set(SOURCE_NAMES)
     assert _declaring(pipeline.sandbox, "SANDBOX") == set(SOURCE_NAMES)
+
+
+def test_every_sandbox_declares_each_stream_of_its_source_and_no_other() -> None:
+    """What the stream contract needs of a stream (and its documented exceptions) is declared
+    beside its simulator; one left behind by a renamed or removed stream is an error too."""
+    for name, sandbox in SANDBOXES.items():
+        streams = [s.name for s in SOURCES[name].streams]
+        assert sorted(sandbox.streams) == sorted(streams), name
+        assert sandbox.faults.stream in streams, name
 
 
 def test_sizes_and_ports_are_unique_across_sources() -> None:
@@ -116,8 +153,7 @@ def test_make_settings_refuses_what_is_not_a_registered_source() -> None:
 async def test_a_registered_source_syncs_through_make_settings(
     echo: None, engine: AsyncEngine
 ) -> None:
-    await execute(engine, "CREATE SCHEMA echo")
-    await execute(engine, "CREATE TABLE echo.customers (LIKE soho.customers INCLUDING ALL)")
+    await _echo_tables(engine)
     async with serve(ECHO_SANDBOX.build(5, {"echoes": 12})) as running:
         by_position = make_settings(running)
         by_name = make_settings(echo=running, echo_extra={"max_concurrency": 2})
@@ -170,7 +206,14 @@ def test_the_benchmark_simulators_take_a_registered_source(echo: None) -> None:
     assert bench_parser().parse_args(["--echoes", "2"]).echoes == 2
 
 
-@pytest.mark.parametrize("path", ["pipeline/demo.py", "pipeline/cli.py", "tests/helpers.py"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "pipeline/demo.py",
+        "pipeline/cli.py",
+        "tests/helpers.py",
+    ],
+)
 def test_no_source_is_named_where_the_registry_is_read(path: str) -> None:
     """What goes over every source reads the registry; a source's name here would be a branch
     (or a list) that the next source has to be added to."""
