@@ -1,6 +1,6 @@
 """The source registry: every source has its simulator's declaration, and one source added to
-the registry reaches the tests' settings, a sync, the demo, `pipeline sandbox` and the
-benchmark's simulators without a line changed in any of them.
+the registry reaches the tests' settings, a sync, the demo, `pipeline sandbox`, the benchmark's
+simulators, the stream contract and the fault matrix without a line changed in any of them.
 
 The throwaway source `echo` is Soho's customers stream under another name, served by a Soho
 simulator that says it is `echo`, loaded into a table shaped like `soho.customers`: a source of
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import inspect
 import io
 import pkgutil
 import random
@@ -32,6 +33,7 @@ from pipeline.registry import SOURCE_NAMES
 from pipeline.sandbox import (
     SANDBOXES,
     FaultTarget,
+    HttpError,
     Removal,
     SandboxSource,
     SandboxStream,
@@ -42,6 +44,8 @@ from pipeline.sandbox import (
 from pipeline.sources import SOURCES, soho
 from pipeline.streams import SourceSpec
 from tests.helpers import execute, live_rows, make_settings, sync
+from tests.integration import test_fault_matrix as fault_matrix
+from tests.integration import test_stream_contract as stream_contract
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,6 +204,63 @@ async def test_the_demo_and_the_sandbox_command_take_a_registered_source(echo: N
     assert found is not None and found.group(1) == EchoSimulator(customers=1).token
 
 
+def _contract_checks() -> list[Any]:
+    """The stream contract's tests: its functions parametrised over every registered stream."""
+    return [
+        test
+        for name, test in vars(stream_contract).items()
+        if name.startswith("test_")
+        and any(
+            mark.name == "parametrize" and mark.args[0] == ("source", "stream")
+            for mark in getattr(test, "pytestmark", [])
+        )
+    ]
+
+
+CONTRACT = _contract_checks()
+
+
+def test_the_contract_and_the_fault_matrix_are_parametrised_from_the_registry(
+    echo: None,
+) -> None:
+    contract = {p.id: p.values for p in stream_contract.contract_streams()}
+    assert contract["echo.customers"] == (ECHO, soho.customers)
+    assert set(contract) == {f"{s.name}.{t.name}" for s in SOURCES.values() for t in s.streams}
+    targets = {t.key: t for t in fault_matrix.targets()}
+    assert set(targets) == {f"{name}.{sb.faults.stream}" for name, sb in SANDBOXES.items()}
+    assert targets["echo.customers"].faults is ECHO_SANDBOX.faults
+    assert len(CONTRACT) >= 5  # every contract test is found, so each runs for echo below
+
+
+@pytest.mark.parametrize("check", CONTRACT, ids=[c.__name__ for c in CONTRACT])
+async def test_a_registered_source_is_held_to_the_stream_contract(
+    echo: None, engine: AsyncEngine, check: Any
+) -> None:
+    """Each of the contract's tests, run for echo's stream as its parametrisation gives it."""
+    await _echo_tables(engine)
+    params = {p.id: p.values for p in stream_contract.contract_streams()}
+    source, stream = params["echo.customers"]
+    given = {"engine": engine, "source": source, "stream": stream}
+    result = check(**{k: v for k, v in given.items() if k in inspect.signature(check).parameters})
+    if inspect.isawaitable(result):
+        await result
+
+
+async def test_a_registered_source_is_in_the_fault_matrix(echo: None, engine: AsyncEngine) -> None:
+    """A fault and a bad record, on echo's fault target as the matrix builds it."""
+    await _echo_tables(engine)
+    (spec,) = [t for t in fault_matrix.targets() if t.source == "echo"]
+    async with serve(spec.faults.make(fault_matrix.SEED)) as running:
+        await fault_matrix.test_transient_faults_are_survived(
+            engine, (spec, running), "500 burst", lambda: HttpError(500), 3
+        )
+    await execute(engine, "TRUNCATE echo.customers, pipeline.stream_state, pipeline.sync_runs")
+    case, corrupt, quarantined = fault_matrix.BAD_RECORDS[0]
+    await fault_matrix.test_bad_records_are_quarantined_and_the_rest_loads(
+        engine, spec, case, corrupt, quarantined
+    )
+
+
 def test_the_benchmark_simulators_take_a_registered_source(echo: None) -> None:
     from bench.serve_sims import build_parser as bench_parser
 
@@ -212,6 +273,7 @@ def test_the_benchmark_simulators_take_a_registered_source(echo: None) -> None:
         "pipeline/demo.py",
         "pipeline/cli.py",
         "tests/helpers.py",
+        "tests/integration/test_stream_contract.py",
     ],
 )
 def test_no_source_is_named_where_the_registry_is_read(path: str) -> None:
