@@ -4,7 +4,8 @@ async with serve(SohoSimulator(customers=500)) as running:
     ...  # point a client at running.url
 
 `SANDBOXES` holds each source's declaration (`spec.SandboxSource`: how the demo builds its
-simulator and points the engine at it), read from the modules `pipeline.registry` lists.
+simulator and points the engine at it, and what the suites run against every source need of
+it), read from the modules `pipeline.registry` lists.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .core import (
 from .digilocker import DigiLockerSimulator
 from .soho import SohoSimulator
 from .sparkfly import SparkflySimulator
-from .spec import SandboxSource, Size
+from .spec import FaultTarget, Removal, SandboxSource, SandboxStream, Size
 from .valomnia import ValomniaSimulator
 
 
@@ -58,12 +59,15 @@ __all__ = [
     "DropConnection",
     "Fault",
     "FaultPlan",
+    "FaultTarget",
     "HtmlPage",
     "HttpError",
     "LoggedRequest",
     "Redirect",
+    "Removal",
     "RunningSimulator",
     "SandboxSource",
+    "SandboxStream",
     "ScheduledFault",
     "Simulator",
     "Size",

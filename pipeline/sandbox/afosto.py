@@ -42,7 +42,7 @@ from . import afosto_data as data
 from . import fakedata
 from .afosto_data import IdCodec, lcs_time, mix64, ms_time
 from .core import Simulator, parse_at, reason
-from .spec import SandboxSource, Size
+from .spec import FaultTarget, Removal, SandboxSource, SandboxStream, Size
 
 ISSUER = "https://afosto.sandbox"
 DEFAULT_JWT_SECRET = "afosto-sandbox-hs256-secret-not-for-production"
@@ -1363,6 +1363,55 @@ SANDBOX = SandboxSource(
     sizes=(Size("shipments", 800, "Afosto shipments"), Size("contacts", 300, "Afosto contacts")),
     port=8703,
     demo_changes=_demo_changes,
+    # The contacts' created/updated/deleted_at are served, which the schema declares and no
+    # example renders ([inferred], SOURCES.md §1.6), so that the contract checks their columns too.
+    small=lambda seed: AfostoSimulator(
+        contacts=25,
+        shipments=30,
+        parcels=35,
+        groups=3,
+        prices_per_group=10,
+        contacts_have_updated_at=True,
+        seed=seed,
+    ),
+    streams={
+        "contacts": SandboxStream(
+            records=lambda sim: sim.truth("contacts"),
+            removal=Removal({"op": "delete_contact", "id": "{id}"}),
+        ),
+        "shipments": SandboxStream(
+            records=lambda sim: sim.truth("shipments"),
+            removal=Removal({"op": "delete_shipment", "id": "{id}"}),
+            unserved={
+                "order_id": "only the shipment detail (LcsShipment) has it; the list shape the "
+                "stream reads (LcsListedShipment, SOURCES.md §1.6) does not, so the column "
+                "stays NULL",
+            },
+        ),
+        "parcels": SandboxStream(
+            records=lambda sim: sim.truth("parcels"),
+            removal=Removal({"op": "delete_parcel", "id": "{id}"}),
+        ),
+        "prices": SandboxStream(
+            records=lambda sim: sim.truth("prices"),
+            removal=Removal(
+                {"op": "delete_price", "id": "{id}"},  # a test-only operation
+                marked_by="second sync",
+                why="no detail endpoint to ask: absence from two complete scans confirms "
+                "(DESIGN.md §3.4)",
+            ),
+        ),
+    },
+    # No `record`: records are rebuilt from their sequence numbers on demand (`LazyTable`), so
+    # there is no stored object to break for the bad-record cases.
+    faults=FaultTarget(
+        stream="shipments",
+        make=lambda seed: AfostoSimulator(
+            contacts=3, shipments=90, parcels=3, groups=1, prices_per_group=2, seed=seed
+        ),
+        list_path="/lcs/shipments",
+        page_size=25,
+    ),
 )
 
 

@@ -35,7 +35,7 @@ from aiohttp import BodyPartReader, web
 from . import fakedata
 from .core import Handler, Simulator, reason
 from .fakedata import between, ddmmyyyy
-from .spec import SandboxSource
+from .spec import FaultTarget, Removal, SandboxSource, SandboxStream
 
 BASE_PATH = "/public"  # the documented base is https://betaapi.digitallocker.gov.in/public
 FORM = "application/x-www-form-urlencoded"
@@ -1055,6 +1055,38 @@ SANDBOX = SandboxSource(
     api_path=BASE_PATH,
     port=8705,
     demo_changes=_demo_changes,
+    small=lambda seed: DigiLockerSimulator(issuers=6, seed=seed),
+    streams={
+        "issuers": SandboxStream(
+            records=lambda sim: sim.truth("issuers"),
+            removal=Removal({"op": "remove_issuer", "orgid": "{orgid}"}),
+        ),
+        "doctypes": SandboxStream(
+            records=lambda sim: sim.truth("doctypes"),
+            removal=Removal({"op": "remove_doctype", "orgid": "{orgid}", "doctype": "{doctype}"}),
+            derived_key="a doctype code is unique only within its issuer: orgid/doctype, the "
+            "orgid being the partition the list was read for (SOURCES.md §5.3)",
+        ),
+        "statistics": SandboxStream(
+            records=lambda sim: sim.truth("statistics"),
+            removal=Removal(
+                None,
+                marked_by=None,
+                why="one row per day read, kept as history (Deletions.NEVER); there is nothing "
+                "to remove",
+            ),
+            derived_key="the counts object has no identity of its own: one row per (UTC) day "
+            "it was read, keyed by that date",
+        ),
+    },
+    # Every list is a single response. No `record`: the bad-record cases break a record's key
+    # `id` and its cursor timestamp, and issuers (a snapshot keyed by `orgid`) have no cursor.
+    faults=FaultTarget(
+        stream="issuers",
+        make=lambda seed: DigiLockerSimulator(issuers=9, seed=seed),
+        list_path=f"{BASE_PATH}/oauth2/1/pull/issuers",
+        page_size=None,
+    ),
 )
 
 __all__ = ["SANDBOX", "DigiLockerSimulator", "compute_hmac"]

@@ -26,7 +26,7 @@ from aiohttp import web
 from . import fakedata
 from .core import Simulator, format_seconds, parse_at, reason
 from .fakedata import between
-from .spec import SandboxSource, Size
+from .spec import FaultTarget, Removal, SandboxSource, SandboxStream, Size
 
 API = "/api/v1"
 # [inferred] Seeded history ends here unless the clock is earlier, so the same seed gives
@@ -563,6 +563,20 @@ SANDBOX = SandboxSource(
     sizes=(Size("customers", 500, "Soho customers"),),
     port=8701,
     demo_changes=_demo_changes,
+    small=lambda seed: SohoSimulator(customers=40, seed=seed),
+    streams={
+        "customers": SandboxStream(
+            records=lambda sim: sim.truth(),
+            removal=Removal({"op": "delete", "id": "{id}"}),
+        ),
+    },
+    faults=FaultTarget(
+        stream="customers",
+        make=lambda seed: SohoSimulator(customers=80, seed=seed),
+        list_path=f"{API}/customers",
+        page_size=25,
+        record=lambda sim, i: sim._customers[sim.ids[i]],
+    ),
 )
 
 __all__ = ["SANDBOX", "SohoSimulator", "format_ms", "random_token", "ruby_to_i"]

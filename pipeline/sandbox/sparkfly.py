@@ -39,7 +39,7 @@ from . import fakedata
 from .core import CONTROL_PREFIX, LoggedRequest, Simulator, format_seconds, parse_at, reason
 from .fakedata import between
 from .soho import ruby_to_i
-from .spec import SandboxSource, Size
+from .spec import FaultTarget, Removal, SandboxSource, SandboxStream, Size
 
 API = "/v1.0"
 BASE = f"{API}/credentials"
@@ -967,6 +967,20 @@ SANDBOX = SandboxSource(
     sizes=(Size("credentials", 400, "Sparkfly credentials"),),
     port=8704,
     demo_changes=_demo_changes,
+    small=lambda seed: SparkflySimulator(credentials=40, seed=seed),
+    streams={
+        "credentials": SandboxStream(
+            records=lambda sim: sim.truth(),
+            removal=Removal({"op": "delete", "id": "{id}"}),
+        ),
+    },
+    faults=FaultTarget(
+        stream="credentials",
+        make=lambda seed: SparkflySimulator(credentials=90, seed=seed),
+        list_path=f"{API}/credentials",
+        page_size=25,
+        record=lambda sim, i: sim._records[sim.ids[i]],
+    ),
 )
 
 __all__ = ["SANDBOX", "SparkflySimulator", "format_s"]

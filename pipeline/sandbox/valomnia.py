@@ -31,7 +31,7 @@ from aiohttp import web
 from . import fakedata
 from .core import Simulator, format_seconds, parse_at, reason
 from .fakedata import between
-from .spec import SandboxSource, Size
+from .spec import FaultTarget, Removal, SandboxSource, SandboxStream, Size
 
 # [inferred] Seeded history ends here unless the clock is earlier (same seed, same data).
 DEFAULT_HISTORY_END = datetime(2024, 1, 1, tzinfo=UTC)
@@ -769,6 +769,25 @@ SANDBOX = SandboxSource(
     sizes=(Size("authorities", 1200, "Valomnia authorities"),),
     port=8702,
     demo_changes=_demo_changes,
+    small=lambda seed: ValomniaSimulator(authorities=45, seed=seed),
+    streams={
+        "authorities": SandboxStream(
+            records=lambda sim: sim.truth(),
+            removal=Removal(
+                {"op": "delete", "id": "{id}"},
+                marked_by="reconcile",
+                why="a sync reads only what changed since the watermark (lastUpdated_gte) and "
+                "the list carries no delete signal; a reconcile lists every id (SOURCES.md §4.4)",
+            ),
+        ),
+    },
+    faults=FaultTarget(
+        stream="authorities",
+        make=lambda seed: ValomniaSimulator(authorities=90, seed=seed),
+        list_path="/api/v2.1/authorities",
+        page_size=25,
+        record=lambda sim, i: sim._records[sorted(sim._records)[i]],
+    ),
 )
 
 __all__ = ["SANDBOX", "ValomniaSimulator", "format_s", "parse_filter_date"]

@@ -1,8 +1,10 @@
-"""The fault matrix: every fault the simulators can inject, against every paged source.
+"""The fault matrix: every fault the simulators can inject, against every source.
 
-Read the tables top to bottom: TARGETS are the streams under test, TRANSIENT faults must be
-survived (the run succeeds and the table equals the source), BAD_RECORDS must be quarantined
-with the rest of the page loaded. To add a case, add a row.
+Read the tables top to bottom: the targets are one stream per registered source, the one its
+sandbox module declares (`SANDBOX.faults`, `pipeline.sandbox.spec.FaultTarget`: a paged list
+where the source has one); TRANSIENT faults must be survived (the run succeeds and the table
+equals the source), BAD_RECORDS must be quarantined with the rest of the page loaded. To add a
+case, add a row.
 """
 
 from __future__ import annotations
@@ -17,86 +19,62 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.sandbox import (
+    SANDBOXES,
     AfostoSimulator,
-    DigiLockerSimulator,
     DropConnection,
     Fault,
+    FaultTarget,
     HtmlPage,
     HttpError,
     RunningSimulator,
-    Simulator,
     SohoSimulator,
-    SparkflySimulator,
     Stall,
     TruncatedBody,
-    ValomniaSimulator,
     serve,
 )
-from tests.helpers import make_settings, rows, scalar, sync
+from pipeline.sources import SOURCES
+from pipeline.streams import Stream, dig
+from tests.helpers import live_rows, make_settings, rows, scalar, sync
+
+SEED = 91  # every target's simulator is built from it
 
 
 @dataclass(frozen=True)
 class Target:
-    """A stream under test: how to build its source, where its list lives, what is true."""
+    """A stream under test: its source, its declaration and what its sandbox declares of it."""
 
-    key: str
     source: str
-    make: Callable[[], Simulator]
-    list_path: str
-    table: str
-    truth: Callable[[Any], dict[Any, Any]]
-    pk: str = "id"
+    stream: Stream
+    faults: FaultTarget[Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}.{self.stream.name}"
+
+    @property
+    def table(self) -> str:
+        return f"{SOURCES[self.source].schema}.{self.stream.name}"
+
+    @property
+    def pk(self) -> str:
+        return self.stream.primary_key.name
+
+    def truth(self, sim: Any) -> dict[Any, Any]:
+        """What the simulator holds for the stream, by primary key, as served."""
+        records = SANDBOXES[self.source].streams[self.stream.name].records(sim)
+        return {dig(r, self.stream.primary_key.source_path): r for r in records}
 
 
-def _by(field: str, records: list[dict[str, Any]]) -> dict[Any, Any]:
-    return {r[field]: r for r in records}
+def targets() -> list[Target]:
+    """The stream each registered source's sandbox puts in the matrix (`SANDBOX.faults`)."""
+    found = []
+    for name, sandbox in SANDBOXES.items():
+        (stream,) = [s for s in SOURCES[name].streams if s.name == sandbox.faults.stream]
+        found.append(Target(name, stream, sandbox.faults))
+    return found
 
 
-TARGETS = [
-    Target(
-        "soho.customers",
-        "soho",
-        lambda: SohoSimulator(customers=80, seed=91),
-        "/api/v1/customers",
-        "soho.customers",
-        lambda s: _by("id", s.truth()),
-    ),
-    Target(
-        "valomnia.authorities",
-        "valomnia",
-        lambda: ValomniaSimulator(authorities=90, seed=92),
-        "/api/v2.1/authorities",
-        "valomnia.authorities",
-        lambda s: _by("id", s.truth()),
-    ),
-    Target(
-        "afosto.shipments",
-        "afosto",
-        lambda: AfostoSimulator(
-            contacts=3, shipments=90, parcels=3, groups=1, prices_per_group=2, seed=93
-        ),
-        "/lcs/shipments",
-        "afosto.shipments",
-        lambda s: _by("id", s.truth("shipments")),
-    ),
-    Target(
-        "sparkfly.credentials",
-        "sparkfly",
-        lambda: SparkflySimulator(credentials=90, seed=94),
-        "/v1.0/credentials",
-        "sparkfly.credentials",
-        lambda s: _by("id", s.truth()),
-    ),
-    Target(
-        "digilocker.issuers",
-        "digilocker",
-        lambda: DigiLockerSimulator(issuers=9, seed=95),
-        "/public/oauth2/1/pull/issuers",
-        "digilocker.issuers",
-        lambda s: _by("orgid", s.truth("issuers")),
-        pk="orgid",
-    ),
-]
+TARGETS = targets()
 
 
 def _now_http_date() -> str:
@@ -127,20 +105,15 @@ TRANSIENT: list[tuple[str, Callable[[], Fault], int]] = [
 @pytest.fixture(params=TARGETS, ids=[t.key for t in TARGETS])
 async def target(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Target, RunningSimulator]]:
     spec: Target = request.param
-    async with serve(spec.make()) as running:
+    async with serve(spec.faults.make(SEED)) as running:
         yield spec, running
 
 
 def _settings(spec: Target, running: RunningSimulator, **source: Any) -> Any:
     extra = {spec.source: {"timeout_seconds": 0.8, **source}}
     streams = {}
-    if spec.key in (
-        "soho.customers",
-        "valomnia.authorities",
-        "afosto.shipments",
-        "sparkfly.credentials",
-    ):
-        streams = {spec.key: {"page_size": 25}}
+    if spec.faults.page_size is not None:
+        streams = {spec.key: {"page_size": spec.faults.page_size}}
     return make_settings(**{spec.source: running}, extra=extra, streams=streams)
 
 
@@ -160,8 +133,8 @@ async def test_transient_faults_are_survived(
     times: int,
 ) -> None:
     spec, running = target
-    after = 0 if spec.key == "digilocker.issuers" else 1  # mid-stream where there are pages
-    running.sim.faults.add(fault(), times=times, after=after, path_prefix=spec.list_path)
+    after = 0 if spec.faults.page_size is None else 1  # mid-stream where there are pages
+    running.sim.faults.add(fault(), times=times, after=after, path_prefix=spec.faults.list_path)
 
     outcome = (await sync(engine, _settings(spec, running), spec.key))[spec.key]
 
@@ -179,13 +152,13 @@ async def test_an_exhausted_retry_budget_fails_clearly_and_keeps_state(
     state_before = await rows(
         engine, "SELECT stream, watermark, checkpoint::text FROM pipeline.stream_state ORDER BY 1"
     )
-    running.sim.faults.add(HttpError(503), times=None, path_prefix=spec.list_path)
+    running.sim.faults.add(HttpError(503), times=None, path_prefix=spec.faults.list_path)
 
     outcome = (await sync(engine, settings, spec.key))[spec.key]
 
     assert outcome.status == "failed"
     error = outcome.error or ""
-    assert error.startswith(f"{spec.key}:") and spec.list_path.split("/")[-1] in error
+    assert error.startswith(f"{spec.key}:") and spec.faults.list_path.split("/")[-1] in error
     assert "after 2 attempts" in error and "503" in error
     assert (
         await rows(
@@ -199,49 +172,58 @@ async def test_an_exhausted_retry_budget_fails_clearly_and_keeps_state(
 # ---- bad records: quarantined, the rest of the page loads ------------------------------------
 
 
-def _record(sim: Any, spec: Target, index: int) -> dict[str, Any]:
-    """The simulator's own stored record (mutable), to corrupt it as a faulty API would."""
-    if spec.source == "soho":
-        return sim._customers[sim.ids[index]]
-    if spec.source == "valomnia":
-        return sim._records[sorted(sim._records)[index]]
-    if spec.source == "sparkfly":
-        return sim._records[sim.ids[index]]
-    raise LookupError(spec.source)
-
-
-# (id, corruption, quarantined?) — applied to one record
-BAD_RECORDS: list[tuple[str, Callable[[dict[str, Any]], None], bool]] = [
-    ("no primary key", lambda r: r.pop("id"), True),
-    ("unparseable timestamp", lambda r: r.update({_time_field(r): "last Tuesday"}), True),
-    ("timestamp without a zone", lambda r: r.update({_time_field(r): "2024-03-01T10:00:00"}), True),
-    ("wrong type for a typed column", lambda r: r.update({"id": {"nested": "object"}}), True),
-    ("an extra unknown field", lambda r: r.update({"field_added_next_year": {"a": 1}}), False),
+# (id, corruption, quarantined?) — applied to one record, given the names of its key field
+# and of its cursor's timestamp field
+BAD_RECORDS: list[tuple[str, Callable[[dict[str, Any], str, str], None], bool]] = [
+    ("no primary key", lambda r, key, time: r.pop(key), True),
+    ("unparseable timestamp", lambda r, key, time: r.update({time: "last Tuesday"}), True),
+    (
+        "timestamp without a zone",
+        lambda r, key, time: r.update({time: "2024-03-01T10:00:00"}),
+        True,
+    ),
+    (
+        "wrong type for a typed column",
+        lambda r, key, time: r.update({key: {"nested": "object"}}),
+        True,
+    ),
+    (
+        "an extra unknown field",
+        lambda r, key, time: r.update({"field_added_next_year": {"a": 1}}),
+        False,
+    ),
 ]
 
+# The targets whose simulator keeps records a test can reach and break (`FaultTarget.record`).
+BREAKABLE = [t for t in TARGETS if t.faults.record is not None]
 
-def _time_field(record: dict[str, Any]) -> str:
-    return "lastUpdated" if "lastUpdated" in record else "updated_at"
+
+def _fields(stream: Stream) -> tuple[str, str]:
+    """The record's key field and its cursor's (first) timestamp field, to break."""
+    (key,) = stream.primary_key.source_path
+    assert stream.cursor is not None, f"{stream.name}: the bad-record cases need a cursor"
+    return key, stream.cursor.paths[0]
 
 
 @pytest.mark.parametrize(
     ("case", "corrupt", "quarantined"), BAD_RECORDS, ids=[c[0] for c in BAD_RECORDS]
 )
-@pytest.mark.parametrize("source", ["soho", "valomnia", "sparkfly"])
+@pytest.mark.parametrize("spec", BREAKABLE, ids=[t.source for t in BREAKABLE])
 async def test_bad_records_are_quarantined_and_the_rest_loads(
     engine: AsyncEngine,
-    source: str,
+    spec: Target,
     case: str,
-    corrupt: Callable[[dict[str, Any]], None],
+    corrupt: Callable[[dict[str, Any], str, str], None],
     quarantined: bool,
 ) -> None:
-    spec = next(t for t in TARGETS if t.source == source)
-    async with serve(spec.make()) as running:
+    assert spec.faults.record is not None
+    key_field, time_field = _fields(spec.stream)
+    async with serve(spec.faults.make(SEED)) as running:
         sim: Any = running.sim
         untouched = spec.truth(sim)
-        record = _record(sim, spec, 7)
-        key = record["id"]
-        corrupt(record)
+        record = spec.faults.record(sim, 7)
+        key = record[key_field]
+        corrupt(record, key_field, time_field)
 
         outcome = (await sync(engine, _settings(spec, running), spec.key))[spec.key]
         after = None if quarantined else spec.truth(sim)
@@ -277,7 +259,7 @@ async def test_the_same_record_on_two_pages_is_stored_once(engine: AsyncEngine) 
         truth = {c["id"]: c for c in sim.truth()}
 
     assert outcome.status == "succeeded" and pushed == [1]
-    stored = await _stored(engine, TARGETS[0])
+    stored = await live_rows(engine, "soho.customers")
     assert outcome.totals.read == 81  # one record was read twice (and the new one missed)...
     assert set(truth) - set(stored) == {1}  # ...so only the record inserted mid-scan waits
     assert {k: v for k, v in truth.items() if k != 1} == stored  # for the next run
@@ -310,7 +292,7 @@ async def test_a_page_far_larger_than_asked_is_taken_as_it_comes(engine: AsyncEn
 
     assert outcome.status == "succeeded", outcome.error
     assert outcome.totals.inserted == 120 and outcome.totals.read > 120  # duplicates merged
-    assert await _stored(engine, TARGETS[2]) == {s["id"]: s for s in everything}
+    assert await live_rows(engine, "afosto.shipments") == {s["id"]: s for s in everything}
 
 
 async def test_a_record_that_is_not_utf_8_is_quarantined_and_its_page_loads(
@@ -331,7 +313,7 @@ async def test_a_record_that_is_not_utf_8_is_quarantined_and_its_page_loads(
 
     assert outcome.status == "succeeded", outcome.error
     assert outcome.totals.quarantined == 1
-    assert await _stored(engine, TARGETS[2]) == {
+    assert await live_rows(engine, "afosto.shipments") == {
         s["id"]: s for s in everything if s["id"] != bad["id"]
     }
     [row] = await rows(engine, "SELECT reason, raw FROM pipeline.quarantine")

@@ -1,20 +1,22 @@
 """One contract, run against every declared stream and its real simulator.
 
-The streams come from `pipeline.sources.SOURCES`, so a new stream is held to the contract the
-day it is declared: it has one primary key; its columns and cursor are fields the simulator
-really serves; every served record converts through the declared types; its walk ends; a sync
-stores exactly what the simulator holds and a quiet re-sync writes nothing; a record removed at
-the source answers 404 on the detail endpoint (where there is one) and is marked deleted.
+The streams come from the registry (`pipeline.sources.SOURCES`), so a new stream is held to the
+contract the day it is declared: it has one primary key; its columns and cursor are fields the
+simulator really serves; every served record converts through the declared types; its walk
+ends; a sync stores exactly what the simulator holds and a quiet re-sync writes nothing; a
+record removed at the source answers 404 on the detail endpoint (where there is one) and is
+marked deleted.
 
 What differs between the simulators (how to build a small one, what it holds for a stream, how
-to remove a record) is data in the tables below, not code paths. So are the contract points a
+to remove a record) is declared by each source's sandbox module (`SANDBOX.small` and
+`SANDBOX.streams`, `pipeline.sandbox.spec`), not named here. So are the contract points a
 stream cannot meet, each with its documented reason.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -27,111 +29,46 @@ from pipeline.errors import NotFound
 from pipeline.extract.http import JsonResponse
 from pipeline.load import child_rows, convert_record
 from pipeline.run import Mode, Runner, StreamOutcome
-from pipeline.sandbox import (
-    AfostoSimulator,
-    DigiLockerSimulator,
-    RunningSimulator,
-    Simulator,
-    SohoSimulator,
-    SparkflySimulator,
-    ValomniaSimulator,
-    serve,
-)
+from pipeline.sandbox import SANDBOXES, RunningSimulator, SandboxStream, Simulator, serve
 from pipeline.sources import SOURCES
 from pipeline.streams import SourceSpec, Stream, dig
 from pipeline.targets import StreamTarget, build_client, select_streams
 from tests.helpers import make_settings, rows, scalar, sync
 
-# A small simulator per source. Afosto serves the contacts' created/updated/deleted_at, which
-# its schema declares and no example renders ([inferred], SOURCES.md §1.6), so that their
-# columns are checked too.
-SIMULATORS: dict[str, Callable[[], Simulator]] = {
-    "afosto": lambda: AfostoSimulator(
-        contacts=25,
-        shipments=30,
-        parcels=35,
-        groups=3,
-        prices_per_group=10,
-        contacts_have_updated_at=True,
-        seed=41,
-    ),
-    "digilocker": lambda: DigiLockerSimulator(issuers=6, seed=42),
-    "soho": lambda: SohoSimulator(customers=40, seed=43),
-    "sparkfly": lambda: SparkflySimulator(credentials=40, seed=44),
-    "valomnia": lambda: ValomniaSimulator(authorities=45, seed=45),
-}
-
-# What a simulator holds for a stream: the arguments of its `truth()` (default: none).
-HOLDS: dict[str, tuple[str, ...]] = {
-    "afosto.contacts": ("contacts",),
-    "afosto.shipments": ("shipments",),
-    "afosto.parcels": ("parcels",),
-    "afosto.prices": ("prices",),
-    "digilocker.issuers": ("issuers",),
-    "digilocker.doctypes": ("doctypes",),
-    "digilocker.statistics": ("statistics",),
-}
-
-# How a record is removed at the simulator: its `mutate` spec, `{field}` taken from the record
-# (or from the partition it was read under). Afosto's delete_price is a test-only operation.
-REMOVE: dict[str, dict[str, str]] = {
-    "afosto.contacts": {"op": "delete_contact", "id": "{id}"},
-    "afosto.shipments": {"op": "delete_shipment", "id": "{id}"},
-    "afosto.parcels": {"op": "delete_parcel", "id": "{id}"},
-    "afosto.prices": {"op": "delete_price", "id": "{id}"},
-    "digilocker.issuers": {"op": "remove_issuer", "orgid": "{orgid}"},
-    "digilocker.doctypes": {"op": "remove_doctype", "orgid": "{orgid}", "doctype": "{doctype}"},
-    "soho.customers": {"op": "delete", "id": "{id}"},
-    "sparkfly.credentials": {"op": "delete", "id": "{id}"},
-    "valomnia.authorities": {"op": "delete", "id": "{id}"},
-}
-
-# Primary keys that are not a field of the record, and why (each is derived by the run).
-DERIVED_KEYS: dict[str, str] = {
-    "digilocker.doctypes": "a doctype code is unique only within its issuer: orgid/doctype, the "
-    "orgid being the partition the list was read for (SOURCES.md §5.3)",
-    "digilocker.statistics": "the counts object has no identity of its own: one row per (UTC) "
-    "day it was read, keyed by that date",
-}
-
-# Declared columns the simulator never fills, and why.
-UNSERVED_COLUMNS: dict[str, dict[str, str]] = {
-    "afosto.shipments": {
-        "order_id": "only the shipment detail (LcsShipment) has it; the list shape the stream "
-        "reads (LcsListedShipment, SOURCES.md §1.6) does not, so the column stays NULL",
-    },
-}
-
-# Streams where a removed record is not marked deleted by the next sync: (what does, why).
-REMOVAL: dict[str, tuple[str | None, str]] = {
-    "afosto.prices": (
-        "second sync",
-        "no detail endpoint to ask: absence from two complete scans confirms (DESIGN.md §3.4)",
-    ),
-    "valomnia.authorities": (
-        "reconcile",
-        "a sync reads only what changed since the watermark (lastUpdated_gte) and the list "
-        "carries no delete signal; a reconcile lists every id (SOURCES.md §4.4)",
-    ),
-    "digilocker.statistics": (
-        None,
-        "one row per day read, kept as history (Deletions.NEVER); there is nothing to remove",
-    ),
-}
-
 PAGE_SIZE = 7  # small, so that the small simulators are walked over several pages
 SECONDS = 30.0  # far more than any walk or sync here needs: one that does not end fails
+SEED = 41  # every source's small simulator is built from it
 
-STREAMS = [
-    pytest.param(source, stream, id=f"{source.name}.{stream.name}")
-    for source in SOURCES.values()
-    for stream in source.streams
-]
-contract = pytest.mark.parametrize(("source", "stream"), STREAMS)
+
+def contract_streams() -> list[Any]:
+    """Every stream of every registered source, as the contract's parameters."""
+    return [
+        pytest.param(source, stream, id=f"{source.name}.{stream.name}")
+        for source in SOURCES.values()
+        for stream in source.streams
+    ]
+
+
+contract = pytest.mark.parametrize(("source", "stream"), contract_streams())
 
 
 def _key(source: SourceSpec, stream: Stream) -> str:
     return f"{source.name}.{stream.name}"
+
+
+def _small(source: SourceSpec) -> Simulator:
+    return SANDBOXES[source.name].small(SEED)
+
+
+def _declared(source: SourceSpec, stream: Stream) -> SandboxStream[Any]:
+    """What the source's sandbox module declares of the stream (`SANDBOX.streams`)."""
+    declared = SANDBOXES[source.name].streams.get(stream.name)
+    if declared is None:
+        pytest.fail(
+            f"{_key(source, stream)}: pipeline/sandbox/{source.name}.py declares no "
+            f"SandboxStream for it; add {stream.name!r} to its SANDBOX's streams"
+        )
+    return declared
 
 
 def _settings(source: SourceSpec, stream: Stream, running: RunningSimulator) -> Settings:
@@ -220,7 +157,7 @@ def _primary_key(stream: Stream, record: dict[str, Any], fixed: Mapping[str, Any
 def test_it_declares_exactly_one_primary_key(source: SourceSpec, stream: Stream) -> None:
     assert [c.name for c in stream.columns if c.primary_key] == [stream.primary_key.name]
     derived = stream.primary_key.derive is not None
-    assert derived == (_key(source, stream) in DERIVED_KEYS), "a derived key needs its reason"
+    assert derived == bool(_declared(source, stream).derived_key), "a derived key needs its reason"
     if stream.partitions is not None:  # the parent's key is what partitions the child
         parent_key = stream.partitions.parent.primary_key
         assert parent_key.source_path == (stream.partitions.key,)
@@ -230,11 +167,11 @@ def test_it_declares_exactly_one_primary_key(source: SourceSpec, stream: Stream)
 async def test_its_walk_ends_and_serves_every_declared_column_and_cursor_path(
     source: SourceSpec, stream: Stream
 ) -> None:
-    async with serve(SIMULATORS[source.name]()) as running:
+    async with serve(_small(source)) as running:
         served = await _walk(source, stream, _settings(source, stream, running))
     assert served, "the simulator served no record: the contract would check nothing"
     records = [{**fixed, **record} for record, fixed in served]  # partition columns are filled
-    unserved = UNSERVED_COLUMNS.get(_key(source, stream), {})
+    unserved = _declared(source, stream).unserved
     missing = [
         c.name
         for c in stream.columns
@@ -248,7 +185,7 @@ async def test_its_walk_ends_and_serves_every_declared_column_and_cursor_path(
         p for p in cursor_paths if not any(_present(r, tuple(p.split("."))) for r in records)
     ]
     assert no_cursor == [], f"cursor paths no served record has: {no_cursor}"
-    for name in unserved:  # a documented gap that closes should leave this table
+    for name in unserved:  # a documented gap that closes should leave the declaration
         column = next(c for c in stream.columns if c.name == name)
         assert not any(dig(r, column.source_path) is not None for r in records), name
 
@@ -257,7 +194,7 @@ async def test_its_walk_ends_and_serves_every_declared_column_and_cursor_path(
 async def test_every_served_record_converts_through_the_declared_types(
     source: SourceSpec, stream: Stream
 ) -> None:
-    async with serve(SIMULATORS[source.name]()) as running:
+    async with serve(_small(source)) as running:
         served = await _walk(source, stream, _settings(source, stream, running))
     columns = [(c, c.source_path) for c in stream.columns]
     children = [(child, [(c, c.source_path) for c in child.columns]) for child in stream.children]
@@ -284,10 +221,10 @@ async def test_a_sync_stores_what_the_simulator_holds_and_a_quiet_one_writes_not
     engine: AsyncEngine, source: SourceSpec, stream: Stream
 ) -> None:
     key = _key(source, stream)
-    async with serve(SIMULATORS[source.name]()) as running:
+    async with serve(_small(source)) as running:
         settings = _settings(source, stream, running)
         first = await _sync(engine, settings, key)
-        held = running.sim.truth(*HOLDS.get(key, ()))  # type: ignore[call-arg]
+        held = _declared(source, stream).records(running.sim)
         served = await _walk(source, stream, settings)
         quiet = await _sync(engine, settings, key)
     assert first.status == "succeeded", first.error
@@ -311,10 +248,11 @@ async def test_a_removed_record_answers_404_and_is_marked_deleted(
     engine: AsyncEngine, source: SourceSpec, stream: Stream
 ) -> None:
     key = _key(source, stream)
-    marked_by, reason = REMOVAL.get(key, ("next sync", ""))
-    if marked_by is None:
-        pytest.skip(f"{key}: {reason}")
-    async with serve(SIMULATORS[source.name]()) as running:
+    removal = _declared(source, stream).removal
+    marked_by = removal.marked_by
+    if marked_by is None or removal.mutate is None:
+        pytest.skip(f"{key}: {removal.why}")
+    async with serve(_small(source)) as running:
         settings = _settings(source, stream, running)
         assert (await _sync(engine, settings, key)).status == "succeeded"
         record, fixed = (await _walk(source, stream, settings))[2]
@@ -329,7 +267,7 @@ async def test_a_removed_record_answers_404_and_is_marked_deleted(
             if detail is not None:
                 await client.get(detail)  # alive: the path is right, so a 404 will mean gone
             fields = {**record, **fixed}
-            running.sim.mutate({k: v.format(**fields) for k, v in REMOVE[key].items()})
+            running.sim.mutate({k: v.format(**fields) for k, v in removal.mutate.items()})
             if detail is not None:
                 with pytest.raises(NotFound):
                     await client.get(detail)
