@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from pipeline.db import async_url
-from pipeline.tables import metadata
+from pipeline.tables import declared_here, metadata
 
 config = context.config
 target_metadata = metadata
@@ -21,6 +21,7 @@ def _configure(connection: sa.Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         include_schemas=True,
+        include_name=declared_here,
         compare_type=True,
         transaction_per_migration=True,
     )

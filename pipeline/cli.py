@@ -28,6 +28,7 @@ from pipeline.commands import (
     cmd_schedule,
     cmd_status,
     cmd_sync,
+    cmd_worker,
 )
 from pipeline.config import ConfigError
 from pipeline.errors import PipelineError
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser("sync", help="sync streams now (all enabled ones when none named)")
     sync.add_argument("streams", nargs="*", metavar="STREAM", help="source.stream or stream")
+    sync.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="queue backend: queue the jobs and return without waiting for them",
+    )
     sync.set_defaults(handler=cmd_sync)
 
     status = commands.add_parser(
@@ -83,6 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=30.0, help="seconds running streams get to stop (default 30)"
     )
     schedule.set_defaults(handler=cmd_schedule)
+
+    worker = commands.add_parser(
+        "worker",
+        help="queue backend: run stream jobs from the queue until SIGTERM/Ctrl-C",
+        description="Takes jobs that `sync`, `backfill` and `schedule` queue when [execution] "
+        'backend = "queue", on this machine or any other reaching the database. On SIGTERM it '
+        "takes no more jobs; running streams stop at a page boundary and their jobs go back to "
+        "the queue for another worker.",
+    )
+    worker.add_argument("--concurrency", type=int, default=4, help="jobs run at once (default 4)")
+    worker.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds running streams get to reach a page boundary on stop (default 30)",
+    )
+    worker.set_defaults(handler=cmd_worker)
 
     backfill = commands.add_parser(
         "backfill",

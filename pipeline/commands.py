@@ -109,10 +109,13 @@ async def _run_streams(
     mode: Any,
     progress: Any = None,
     check: Callable[[list[Any]], None] | None = None,
+    *,
+    queueable: bool = True,
 ) -> tuple[list[Any], bool]:
     """Validate, connect, check the schema, run; a first SIGTERM/Ctrl-C stops at a page
     boundary. `check` may refuse the chosen streams (a ConfigError) before anything runs.
-    Returns the outcomes and whether a stop was asked for."""
+    With the queue backend (and a `queueable` command) the runs are jobs for the workers, and
+    a stop ends the waiting only. Returns the outcomes and whether a stop was asked for."""
     from pipeline.run import Runner
     from pipeline.shutdown import GracefulStop
     from pipeline.targets import select_streams
@@ -125,15 +128,52 @@ async def _run_streams(
         )
     if check is not None:
         check(targets)
+    queued = queueable and settings.execution.backend == "queue"
     stop = GracefulStop()
-    stop.install()
-    engine = await _engine_for(settings)
+    if not queued:
+        stop.install()
+    url = await _database_url(settings)
+    engine = await _engine_for(settings, url)
     try:
         await _require_current_schema(engine)
+        if queued:
+            return await _through_queue(args, engine, url, targets, mode)
         outcomes = await Runner(engine, mode=mode, stop=stop.event, progress=progress).run(targets)
     finally:
         await engine.dispose()
     return outcomes, stop.event.is_set()
+
+
+async def _through_queue(
+    args: argparse.Namespace, engine: Any, url: str, targets: list[Any], mode: Any
+) -> tuple[list[Any], bool]:
+    """Defer one job per stream and, unless `--no-wait`, wait for them; Ctrl-C ends the wait,
+    not the jobs."""
+    from pipeline.queue.app import StreamJob, queue_app
+    from pipeline.queue.defer import defer
+    from pipeline.queue.waiting import wait_for
+
+    app = queue_app(url, pool_size=2)
+    async with app.open_async():
+        deferred = [await defer(app, StreamJob.new(t.key, mode)) for t in targets]
+    for d in deferred:
+        how = "already waiting" if d.joined else "queued"
+        console().print(
+            f"{d.job.stream}: job {d.job_id} {how} (run {d.job.run_id})", highlight=False
+        )
+    if getattr(args, "no_wait", False):
+        return [], False
+    async with engine.connect() as sa_conn:
+        await sa_conn.execution_options(isolation_level="AUTOCOMMIT")
+        raw = await sa_conn.get_raw_connection()
+        try:
+            outcomes = await wait_for(raw.driver_connection, deferred, console())
+        except asyncio.CancelledError:
+            console().print(
+                "stopped waiting; the jobs stay queued for the workers", highlight=False
+            )
+            return [], True
+    return outcomes, False
 
 
 async def cmd_sync(args: argparse.Namespace) -> int:
@@ -141,7 +181,8 @@ async def cmd_sync(args: argparse.Namespace) -> int:
     from pipeline.run import Mode
 
     outcomes, stopped = await _run_streams(args, args.streams, Mode("sync"))
-    print_outcomes(outcomes, console())
+    if outcomes:
+        print_outcomes(outcomes, console())
     return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
 
 
@@ -150,7 +191,8 @@ async def cmd_reconcile(args: argparse.Namespace) -> int:
     from pipeline.run import Mode
 
     outcomes, stopped = await _run_streams(args, args.streams, Mode("reconcile"))
-    print_outcomes(outcomes, console(), title="reconcile")
+    if outcomes:
+        print_outcomes(outcomes, console(), title="reconcile")
     return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
 
 
@@ -199,7 +241,9 @@ async def cmd_rederive(args: argparse.Namespace) -> int:
     mode = Mode("rederive", since=since, until=until, batch_rows=batch_rows)
     label = f"rederive {args.stream}"
     with ProgressDisplay(console(), label, event="rederive_progress") as progress:
-        outcomes, stopped = await _run_streams(args, [args.stream], mode, progress, check)
+        outcomes, stopped = await _run_streams(
+            args, [args.stream], mode, progress, check, queueable=False
+        )
     print_outcomes(outcomes, console(), title=label)
     return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
 
@@ -260,12 +304,41 @@ async def cmd_schedule(args: argparse.Namespace) -> int:
     settings = _settings(args, require_file=True)
     stop = GracefulStop(grace_seconds=args.grace)
     stop.install()
-    engine = await _engine_for(settings)
+    url = await _database_url(settings)
+    engine = await _engine_for(settings, url)
     try:
         await _require_current_schema(engine)
-        await StreamScheduler(settings, engine, stop.event).serve(grace_seconds=args.grace)
+        scheduler = StreamScheduler(settings, engine, stop.event, database_url=url)
+        await scheduler.serve(grace_seconds=args.grace)
     finally:
         await engine.dispose()
+    return EXIT_OK
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline.queue.worker import serve
+    from pipeline.shutdown import GracefulStop
+
+    if args.concurrency < 1:
+        raise ConfigError(f"--concurrency {args.concurrency}: give 1 or more jobs at once")
+    settings = _settings(args, require_file=True)
+    if settings.execution.backend != "queue":
+        raise ConfigError(
+            f"{settings.path}: [execution] backend is {settings.execution.backend!r}: syncs run "
+            'in the process that asks; set backend = "queue" for workers to take them'
+        )
+    # The worker's own grace is shorter than the signal's, so it hands jobs back first.
+    stop = GracefulStop(grace_seconds=args.grace + 15)
+    stop.install()
+    url = await _database_url(settings)
+    engine = await _engine_for(settings, url)
+    try:
+        await _require_current_schema(engine)
+    finally:
+        await engine.dispose()
+    await serve(
+        settings, url, concurrency=args.concurrency, stop=stop.event, grace_seconds=args.grace
+    )
     return EXIT_OK
 
 

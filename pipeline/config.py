@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from pipeline.errors import ConfigError
-from pipeline.settings import SourceSettings, StreamSettings
+from pipeline.settings import ExecutionSettings, SourceSettings, StreamSettings
 
 if TYPE_CHECKING:
     from pipeline.streams import SourceSpec
@@ -56,6 +56,7 @@ class Settings:
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     # Where the database comes from, as a person fixing it must be told (see `pipeline.dberrors`).
     database_setting: str = "DATABASE_URL"
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
 
     def secret_values(self) -> list[str]:
         values = [v for src in self.sources.values() for v in src.settings.secret_values()]
@@ -126,7 +127,7 @@ def _validate(
     path: Path | None,
     sources: Mapping[str, SourceSpec],
 ) -> Settings:
-    _reject_unknown(raw, ("database", "sources"), label, ())
+    _reject_unknown(raw, ("database", "execution", "sources"), label, ())
     database = raw.get("database", {})
     _expect_table(database, label, ("database",))
     _reject_unknown(database, ("url", "embedded_dir"), label, ("database",))
@@ -148,6 +149,13 @@ def _validate(
         database_setting = f"[database] url in {label}"
     else:
         database_setting = f"the embedded Postgres in {embedded_dir}"
+
+    execution_table = raw.get("execution", {})
+    _expect_table(execution_table, label, ("execution",))
+    try:
+        execution = ExecutionSettings.model_validate(execution_table)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, label, ("execution",))) from None
 
     raw_sources = raw.get("sources", {})
     _expect_table(raw_sources, label, ("sources",))
@@ -197,6 +205,7 @@ def _validate(
         embedded_dir=Path(embedded_dir),
         sources=configured,
         database_setting=database_setting,
+        execution=execution,
     )
 
 

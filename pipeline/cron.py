@@ -6,16 +6,32 @@ sub-minute polling). The interval between two firings is what `status` calls a s
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.cron import CronTrigger
+
+_CRONTAB_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _crontab_weekdays(field: str) -> str:
+    """Crontab numbers weekdays from Sunday (0 or 7); APScheduler from Monday: use names."""
+    return re.sub(r"(?<![/\w])[0-7](?![\w])", lambda m: _CRONTAB_DAYS[int(m.group())], field)
 
 
 def cron_trigger(expression: str) -> CronTrigger:
     """Raises ValueError with a readable reason."""
     fields = expression.split()
     if len(fields) == 5:
-        return CronTrigger.from_crontab(expression, timezone=UTC)
+        minute, hour, day, month, day_of_week = fields
+        return CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=_crontab_weekdays(day_of_week),
+            timezone=UTC,
+        )
     if len(fields) == 6:
         second, minute, hour, day, month, day_of_week = fields
         return CronTrigger(
@@ -24,7 +40,7 @@ def cron_trigger(expression: str) -> CronTrigger:
             hour=hour,
             day=day,
             month=month,
-            day_of_week=day_of_week,
+            day_of_week=_crontab_weekdays(day_of_week),
             timezone=UTC,
         )
     raise ValueError(f"expected 5 cron fields (or 6 with seconds first), got {len(fields)}")
@@ -39,3 +55,17 @@ def period(expression: str, now: datetime | None = None) -> timedelta:
     if first is None or second is None:
         return timedelta(days=365)
     return second - first
+
+
+def last_firing(expression: str, now: datetime) -> datetime:
+    """The latest firing at or before `now`: which firing a job that fires now belongs to, the
+    same in every scheduler process (so they can agree to defer it once)."""
+    trigger = cron_trigger(expression)
+    moment = trigger.get_next_fire_time(None, now - 2 * period(expression, now))
+    if moment is None or moment > now:
+        return moment or now
+    while True:
+        following = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
+        if following is None or following > now:
+            return moment
+        moment = following

@@ -94,6 +94,9 @@ def print_statuses(statuses: Sequence[StreamStatus], console: Console) -> None:
         "rows",
         "deleted",
     )
+    queued = any(s.jobs is not None for s in statuses)
+    if queued:
+        headers = (*headers, "jobs")
     for header in headers:
         table.add_column(
             header, justify="right" if header in ("rows", "deleted", "age") else "left"
@@ -101,7 +104,7 @@ def print_statuses(statuses: Sequence[StreamStatus], console: Console) -> None:
     for s in statuses:
         status = s.last_run_status or "never run"
         age = _age(s.age_seconds) if s.configured else "-"
-        table.add_row(
+        cells = [
             s.key,
             s.schedule if s.enabled else ("disabled" if s.configured else "not configured"),
             _when(s.watermark),
@@ -111,7 +114,11 @@ def print_statuses(statuses: Sequence[StreamStatus], console: Console) -> None:
             f"[red]{age} STALE[/]" if s.stale else age,
             str(s.live_rows),
             str(s.deleted_rows),
-        )
+        ]
+        if queued:
+            jobs = str(s.jobs or "-")
+            cells.append(f"[red]{jobs}[/]" if s.jobs and s.jobs.failed else jobs)
+        table.add_row(*cells)
     console.print(table)
     for s in statuses:
         if s.last_error:

@@ -6,18 +6,22 @@ source share its concurrency cap and request rate (`pipeline.extract.limits`), a
 stream's Postgres advisory lock (taken by the runner) keeps one run per stream across processes
 and machines: a second replica skips the stream and logs it. Streams read by value (Valomnia)
 also get a reconcile job, weekly unless configured, since only a reconcile sees their deletes.
+
+With the queue backend (`[execution] backend = "queue"`) a firing runs nothing here: it queues
+the stream's job for the workers (`pipeline.queue.defer.defer_firing`), once per firing however
+many schedulers run, and not while the stream's previous job still waits.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import Settings
-from pipeline.cron import cron_trigger
+from pipeline.cron import cron_trigger, last_firing
 from pipeline.extract.limits import LimitsBySource
 from pipeline.logs import get_logger
 from pipeline.run import Mode, Runner
@@ -39,10 +43,21 @@ def reconcile_schedule(target: StreamTarget) -> str | None:
 
 
 class StreamScheduler:
-    def __init__(self, settings: Settings, engine: AsyncEngine, stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        stop: asyncio.Event,
+        *,
+        database_url: str | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.stop = stop
+        self.queued = settings.execution.backend == "queue"
+        if self.queued and database_url is None:
+            raise ValueError("the queue backend's scheduler needs the database URL")
+        self.database_url = database_url
         self.running: set[asyncio.Task[object]] = set()
         # Jobs of one source firing together share its cap and rate, as one run's streams do.
         self.limits = LimitsBySource()
@@ -58,6 +73,20 @@ class StreamScheduler:
             if (schedule := reconcile_schedule(target)) is not None:
                 jobs.append((target, Mode("reconcile"), schedule))
         return jobs
+
+    async def _defer(self, target: StreamTarget, mode: Mode, schedule: str) -> None:
+        from pipeline.queue.app import StreamJob
+        from pipeline.queue.defer import defer_firing
+
+        if self.stop.is_set():
+            return
+        fired_at = last_firing(schedule, datetime.now(UTC))
+        try:
+            await defer_firing(
+                self.app, StreamJob.new(target.key, mode), f"{target.key}:{mode.kind}", fired_at
+            )
+        except Exception:
+            log.exception("job_not_deferred", stream=target.key, kind=mode.kind)
 
     async def _run(self, target: StreamTarget, mode: Mode) -> None:
         if self.stop.is_set():
@@ -82,11 +111,22 @@ class StreamScheduler:
 
     async def serve(self, grace_seconds: float = 30.0) -> None:
         """Run until `stop` is set, then let running streams end at a page boundary."""
+        if self.queued:
+            from pipeline.queue.app import queue_app
+
+            assert self.database_url is not None
+            self.app = queue_app(self.database_url, pool_size=2)
+            async with self.app.open_async():
+                await self._serve(grace_seconds)
+        else:
+            await self._serve(grace_seconds)
+
+    async def _serve(self, grace_seconds: float) -> None:
         for target, mode, schedule in self.plan():
             self.scheduler.add_job(
-                self._run,
+                self._defer if self.queued else self._run,
                 trigger=cron_trigger(schedule),
-                args=[target, mode],
+                args=[target, mode, schedule] if self.queued else [target, mode],
                 id=f"{target.key}:{mode.kind}",
                 name=f"{mode.kind} {target.key}",
             )

@@ -7,10 +7,10 @@ against them. Kept apart from both so that neither imports the other.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -39,6 +39,27 @@ class StreamSettings(_Strict):
         except ValueError as exc:
             raise ValueError(f'not a cron expression like "0 2 * * *" ({exc})') from None
         return value
+
+
+class ExecutionSettings(_Strict):
+    """`[execution]`: where runs happen. `local` runs them in the process that asks (the CLI,
+    the scheduler); `queue` defers them as jobs that `pipeline worker` processes run, on any
+    machine reaching the database (`pipeline.queue`)."""
+
+    backend: Literal["local", "queue"] = "local"
+    # A worker writes its heartbeat this often; one silent for `stalled_after_seconds` is taken
+    # for dead (killed, its machine gone) and its jobs are retried by the other workers.
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    stalled_after_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _stall_outlasts_heartbeats(self) -> ExecutionSettings:
+        if self.stalled_after_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                "stalled_after_seconds must be at least twice heartbeat_seconds, or a live "
+                "worker whose heartbeat is late once would have its jobs taken away"
+            )
+        return self
 
 
 class SourceSettings(_Strict):

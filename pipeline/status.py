@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pipeline import history
 from pipeline.config import Settings
 from pipeline.cron import period
+from pipeline.queue.jobs import StreamJobs, jobs_by_stream
 from pipeline.sources import SOURCES
 from pipeline.streams import SourceSpec, Stream
 from pipeline.targets import StreamTarget
@@ -34,6 +35,8 @@ class StreamStatus:
     last_error: str | None
     age_seconds: float | None
     stale: bool
+    # With the queue backend: its jobs waiting, running and failed (`pipeline.queue.jobs`).
+    jobs: StreamJobs | None = None
 
     @property
     def failed(self) -> bool:
@@ -41,6 +44,8 @@ class StreamStatus:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        if self.jobs is None:
+            del out["jobs"]
         for key, value in out.items():
             if isinstance(value, datetime):
                 out[key] = value.astimezone(UTC).isoformat()
@@ -103,6 +108,8 @@ async def stream_statuses(
     # Each statement its own snapshot, whatever the server's default isolation (`_last_run`).
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
+        queued = settings is not None and settings.execution.backend == "queue"
+        jobs = await jobs_by_stream(conn) if queued else {}
         for spec, stream, target in _entries(settings):
             key = target.key if target else f"{spec.name}.{stream.name}"
             params = {"stream": key}
@@ -141,6 +148,7 @@ async def stream_statuses(
                     last_error=last[2] if last else None,
                     age_seconds=age,
                     stale=stale,
+                    jobs=jobs.get(key, StreamJobs()) if queued else None,
                 )
             )
     return out

@@ -16,6 +16,14 @@ from pipeline.streams import ChildTable, SourceSpec, Stream
 metadata = sa.MetaData()
 
 PIPELINE_SCHEMA = "pipeline"
+# procrastinate's tables (revision 0006): its own SQL, not declared here.
+QUEUE_SCHEMA = "pipeline_queue"
+
+
+def declared_here(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's `include_name`: compare everything but the job queue's schema."""
+    return not (type_ == "schema" and name == QUEUE_SCHEMA)
+
 
 stream_state = sa.Table(
     "stream_state",

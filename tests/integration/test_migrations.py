@@ -8,13 +8,14 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import db
-from pipeline.tables import STREAM_TABLES, metadata
+from pipeline.tables import STREAM_TABLES, declared_here, metadata
 
 
 async def test_migrated_schema_matches_the_declarations(engine: AsyncEngine) -> None:
     def differences(sync_conn: sa.Connection) -> list[object]:
         context = MigrationContext.configure(
-            sync_conn, opts={"include_schemas": True, "compare_type": True}
+            sync_conn,
+            opts={"include_schemas": True, "include_name": declared_here, "compare_type": True},
         )
         return list(compare_metadata(context, metadata))
 
@@ -104,3 +105,17 @@ async def test_analytics_views_hide_deleted_rows(engine: AsyncEngine) -> None:
             await conn.execute(sa.text("SELECT id FROM analytics.valomnia_authorities"))
         ).scalars()
         assert list(ids) == [1]
+
+
+def test_the_job_queue_schema_is_the_installed_procrastinate_release() -> None:
+    """Revision 0006 applies a copy of procrastinate's SQL: a new release of the library needs a
+    revision with its migration scripts, and this says so before a worker meets old tables."""
+    from importlib import resources
+    from importlib.metadata import version
+
+    installed = resources.files("procrastinate") / "sql" / "schema.sql"
+    copy = db.MIGRATIONS_DIR / "sql" / f"procrastinate-{version('procrastinate')}.sql"
+    assert copy.exists(), (
+        f"procrastinate {version('procrastinate')}: add a revision and {copy.name}"
+    )
+    assert copy.read_text(encoding="utf-8") == installed.read_text(encoding="utf-8")

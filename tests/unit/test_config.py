@@ -164,7 +164,21 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str | None, tuple[str, ...]]] 
         SOHO + '\n[databse]\nurl = "postgresql://db/x"\n',
         {},
         "databse",
-        ("unknown key", "allowed here: database, sources"),
+        ("unknown key", "allowed here: database, execution, sources"),
+    ),
+    (
+        "unknown execution backend",
+        SOHO + '\n[execution]\nbackend = "celery"\n',
+        {},
+        "execution.backend",
+        ("'local' or 'queue'",),
+    ),
+    (
+        "a stall shorter than two heartbeats",
+        SOHO + "\n[execution]\nheartbeat_seconds = 10\nstalled_after_seconds = 15\n",
+        {},
+        "execution",
+        ("at least twice heartbeat_seconds",),
     ),
     (
         "unknown source",

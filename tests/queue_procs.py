@@ -1,0 +1,130 @@
+"""Real `pipeline` processes for the queue backend's tests: workers, schedulers, syncs, each a
+child process that can be signalled or SIGKILLed, with its log kept in a file for failures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.helpers import rows, scalar
+
+# Heartbeats every half second; a worker silent for 2 s is dead (the default is 10 s / 60 s).
+QUEUE_SETTINGS = """
+[execution]
+backend = "queue"
+heartbeat_seconds = 0.5
+stalled_after_seconds = 2
+"""
+
+
+class Processes:
+    """Children started by one test; whatever is still running at its end is killed."""
+
+    def __init__(self, config: Path, env: Mapping[str, str], logs: Path) -> None:
+        self.config = config
+        self.env = {**os.environ, **env}
+        self.logs = logs
+        self.started: list[tuple[str, asyncio.subprocess.Process, Path]] = []
+
+    async def start(self, *args: str, name: str | None = None) -> asyncio.subprocess.Process:
+        name = name or f"{args[0]}-{len(self.started)}"
+        log = self.logs / f"{name}.log"
+        with log.open("wb") as out:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "pipeline",
+                "--log-format",
+                "json",
+                "--config",
+                str(self.config),
+                *args,
+                env=self.env,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        self.started.append((name, process, log))
+        return process
+
+    async def worker(self, concurrency: int = 2, grace: float = 5.0) -> asyncio.subprocess.Process:
+        return await self.start(
+            "worker", "--concurrency", str(concurrency), "--grace", str(grace), name=None
+        )
+
+    async def run(self, *args: str, timeout: float = 120) -> tuple[int, str]:
+        """A command to its end: exit code and output."""
+        process = await self.start(*args)
+        await asyncio.wait_for(process.wait(), timeout)
+        assert process.returncode is not None
+        return process.returncode, self.output(process)
+
+    def output(self, process: asyncio.subprocess.Process) -> str:
+        for _, started, log in self.started:
+            if started is process:
+                return log.read_text(encoding="utf-8", errors="replace")
+        raise KeyError(process)
+
+    def all_output(self) -> str:
+        return "\n".join(
+            f"--- {name} ---\n{log.read_text(encoding='utf-8', errors='replace')[-3000:]}"
+            for name, _, log in self.started
+        )
+
+    async def stop_all(self) -> None:
+        for _, process, _ in self.started:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGKILL)
+                await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def processes(config: Path, env: Mapping[str, str], logs: Path) -> AsyncIterator[Processes]:
+    procs = Processes(config, env, logs)
+    try:
+        yield procs
+    finally:
+        await procs.stop_all()
+
+
+async def jobs(engine: AsyncEngine) -> list[Any]:
+    return await rows(
+        engine,
+        "SELECT id, status::text AS status, attempts, args->>'stream' AS stream, worker_id "
+        "FROM pipeline_queue.procrastinate_jobs ORDER BY id",
+    )
+
+
+async def until(check: Any, timeout: float = 60.0, every: float = 0.1, what: str = "") -> Any:
+    """Poll the async `check` until it returns something true; its value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
+        await asyncio.sleep(every)
+
+
+async def pages_running(engine: AsyncEngine, stream: str) -> int:
+    return (
+        await scalar(
+            engine,
+            "SELECT max(pages) FROM pipeline.sync_runs WHERE stream = :s AND status = 'running'",
+            s=stream,
+        )
+        or 0
+    )
+
+
+__all__ = ["QUEUE_SETTINGS", "Processes", "jobs", "pages_running", "processes", "until"]
