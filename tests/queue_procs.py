@@ -59,10 +59,10 @@ class Processes:
             "worker", "--concurrency", str(concurrency), "--grace", str(grace), name=None
         )
 
-    async def run(self, *args: str, timeout: float = 120) -> tuple[int, str]:
+    async def run(self, *args: str, seconds: float = 120) -> tuple[int, str]:
         """A command to its end: exit code and output."""
         process = await self.start(*args)
-        await asyncio.wait_for(process.wait(), timeout)
+        await asyncio.wait_for(process.wait(), seconds)
         assert process.returncode is not None
         return process.returncode, self.output(process)
 
@@ -103,16 +103,16 @@ async def jobs(engine: AsyncEngine) -> list[Any]:
     )
 
 
-async def until(check: Any, timeout: float = 60.0, every: float = 0.1, what: str = "") -> Any:
+async def until(check: Any, seconds: float = 60.0, every: float = 0.1, what: str = "") -> Any:
     """Poll the async `check` until it returns something true; its value."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while True:
         value = await check()
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
+            raise AssertionError(f"timed out after {seconds} s waiting for {what or check}")
         await asyncio.sleep(every)
 
 
