@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,25 +71,29 @@ class Measure:
         return self.pages / self.seconds if self.seconds else 0.0
 
 
-class Sims:
-    """The simulator process and its stdin/stdout command line."""
+def sim_flags(args: argparse.Namespace) -> list[str]:
+    """bench/serve_sims.py's flags for this benchmark's data."""
+    return [
+        "--shipments",
+        str(args.n),
+        "--customers",
+        str(args.customers),
+        "--authorities",
+        str(args.authorities),
+        "--contacts",
+        "1",  # Afosto's shipments depend on its contact count: 1 keeps the data benchmarked so far
+        "--latency",
+        "soho=0.05",
+    ]
 
-    def __init__(self, args: argparse.Namespace) -> None:
+
+class Sims:
+    """The simulator process (bench/serve_sims.py with `flags`) and its stdin/stdout command
+    line."""
+
+    def __init__(self, flags: Sequence[str]) -> None:
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "serve_sims.py"),
-                "--shipments",
-                str(args.n),
-                "--customers",
-                str(args.customers),
-                "--authorities",
-                str(args.authorities),
-                "--contacts",
-                "1",  # Afosto's shipments depend on its contact count: 1 keeps the data benchmarked so far
-                "--latency",
-                "soho=0.05",
-            ],
+            [sys.executable, str(ROOT / "bench" / "serve_sims.py"), *flags],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -353,7 +357,7 @@ async def main(args: argparse.Namespace) -> int:
     bench_url = await db.recreate_database(server, "pipeline_bench")
     engine = db.create_engine(bench_url, pool_size=2)
     await db.upgrade(engine)
-    sims = Sims(args)
+    sims = Sims(sim_flags(args))
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     measures: dict[str, Measure] = {}
     checks: dict[str, bool] = {}
@@ -446,7 +450,7 @@ async def main(args: argparse.Namespace) -> int:
             args_1m = argparse.Namespace(
                 **{**vars(args), "n": 1_000_000, "customers": 10, "authorities": 10}
             )
-            sims = Sims(args_1m)
+            sims = Sims(sim_flags(args_1m))
             config = write_config(work / "million.toml", sims, customer_concurrency=4)
             await db.recreate_database(server, "pipeline_bench")
             await engine.dispose()

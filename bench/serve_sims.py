@@ -1,8 +1,10 @@
 """The benchmark's simulators, in their own process (so they do not share the sync's core or
 memory). Serves every source of the registry (`pipeline.sandbox.SANDBOXES`) at the sizes given
-(`--<size>`, as `pipeline sandbox` takes them), prints one JSON line with each source's
-[sources.<name>] table (URL and credentials), then obeys one-line commands on stdin, answering
-one JSON line each:
+(`--<size>`, as `pipeline sandbox` takes them), and with `--instances soho=16` sixteen more
+accounts of that source (`soho_01` .. `soho_16`: seeds 1..16, the same sizes and latency, each
+on its own port). Prints one JSON line with each one's [sources.<name>] table (URL and
+credentials; an account's also has its `type`), then obeys one-line commands on stdin, answering
+one JSON line each (`<source>` is a source or an account):
 
     change <source>.<stream> <fraction>   update that fraction of the records (now), e.g. 0.01
     requests <source>.<stream>            the start times (monotonic seconds) of its list requests
@@ -79,33 +81,64 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SOURCE=SECONDS",
-        help="answer that source's requests this much later (repeatable)",
+        help="answer that source's (and its accounts') requests this much later (repeatable)",
+    )
+    parser.add_argument(
+        "--instances",
+        action="append",
+        default=[],
+        metavar="SOURCE=N",
+        help="also serve N accounts of that source, <source>_01..: seeds 1..N (repeatable)",
     )
     return parser
 
 
-def _latencies(pairs: list[str]) -> dict[str, float]:
-    latencies = {}
+def _per_source(flag: str, pairs: list[str]) -> dict[str, str]:
+    values = {}
     for pair in pairs:
-        name, _, seconds = pair.partition("=")
+        name, _, value = pair.partition("=")
         if name not in SANDBOXES:
-            raise SystemExit(
-                f"--latency {pair}: no source {name!r}; sources: {', '.join(SANDBOXES)}"
-            )
-        latencies[name] = float(seconds)
-    return latencies
+            raise SystemExit(f"{flag} {pair}: no source {name!r}; sources: {', '.join(SANDBOXES)}")
+        values[name] = value
+    return values
+
+
+def accounts(instances: dict[str, str]) -> dict[str, str]:
+    """Each account's name and its source: `soho_01`..`soho_NN` for `soho=NN`."""
+    return {
+        f"{source}_{i:02d}": source
+        for source, count in instances.items()
+        for i in range(1, int(count) + 1)
+    }
+
+
+def truth(source: str, stream: str, sim: Any) -> list[dict[str, Any]]:
+    """What the simulator serves for the stream: the measured one's, or its sandbox's."""
+    measured = MEASURED.get(f"{source}.{stream}")
+    if measured is not None:
+        return measured.truth(sim)
+    return SANDBOXES[source].streams[stream].records(sim)
 
 
 async def main() -> None:
     args = build_parser().parse_args()
     sizes = {s.name: getattr(args, s.name) for sb in SANDBOXES.values() for s in sb.sizes}
     sims: dict[str, Any] = {name: sb.build(args.seed, sizes) for name, sb in SANDBOXES.items()}
-    for name, seconds in _latencies(args.latency).items():
-        sims[name].latency = seconds
+    source_of = {name: name for name in SANDBOXES}
+    for account, source in accounts(_per_source("--instances", args.instances)).items():
+        source_of[account] = source
+        sims[account] = SANDBOXES[source].build(int(account.rsplit("_", 1)[1]), sizes)
+    latencies = _per_source("--latency", args.latency)
+    for name, sim in sims.items():
+        if source_of[name] in latencies:
+            sim.latency = float(latencies[source_of[name]])
     for key, measured in MEASURED.items():
         measured.warm(sims[key.split(".")[0]])
     running = {name: await start(sim) for name, sim in sims.items()}
-    tables = {name: SANDBOXES[name].settings(r) for name, r in running.items()}
+    tables = {}
+    for name, r in running.items():
+        source = source_of[name]
+        tables[name] = SANDBOXES[source].settings(r) | ({} if source == name else {"type": source})
     print(json.dumps(tables), flush=True)
     loop = asyncio.get_running_loop()
     rng = random.Random(11)
@@ -114,11 +147,11 @@ async def main() -> None:
         if not line:
             break
         command, key, *rest = line.split()
-        source, _, stream = key.partition(".")
-        sim = sims[source]
+        name, _, stream = key.partition(".")
+        sim, source = sims[name], source_of[name]
         answer: Any
         if command == "change":
-            measured = MEASURED[key]
+            measured = MEASURED[f"{source}.{stream}"]
             ids = measured.ids(sim)
             chosen = rng.sample(ids, round(len(ids) * float(rest[0])))
             for record_id in chosen:
@@ -129,7 +162,7 @@ async def main() -> None:
             assert spec is not None, f"no stream {key}"
             answer = {"at": [r.at for r in sim.requests if r.path.endswith(spec.path)]}
         elif command == "truth_checksum":
-            records = MEASURED[key].truth(sim)
+            records = truth(source, stream, sim)
             answer = {"count": len(records), "checksum": checksum(records)}
         elif command == "clear":
             sim.clear_requests()
