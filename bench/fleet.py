@@ -10,8 +10,12 @@ upgrade` migrated), against simulators in their own process (bench/serve_sims.py
   simulator of its own on its own port (`--customers` each, seed NN, every request answered
   `--latency` seconds late). `pipeline sync` of every account's customers with the local backend
   (all accounts at once in its one process), then with the queue backend and 1, 2, 4
-  `pipeline worker` processes of `--worker-concurrency` jobs each. The work waits on the
-  network, not the CPU, so more worker processes should divide the time.
+  `pipeline worker` processes of `--worker-concurrency` (4) jobs each: one worker runs 4
+  accounts at a time, four run all 16. Each account reads one page at a time
+  (`--account-concurrency` 1, its max_concurrency): so the work waits on the network, not the
+  CPU (16 accounts at once take about half of two cores), and more worker processes should
+  divide the time. With 4 pages at a time per account, 16 accounts at once need more CPU than
+  two cores have, and no number of workers can divide the time by 3.5.
 - One big stream: `pipeline sync afosto.shipments` (`--shipments` records, bench/run.py's
   settings) with the local backend and with the queue backend and one worker.
 
@@ -609,8 +613,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--account-concurrency",
         type=int,
-        default=4,
-        help="each account's max_concurrency: its requests in flight at once (default 4)",
+        default=1,
+        help="each account's max_concurrency: its requests in flight at once (default 1)",
     )
     parser.add_argument(
         "--database",
