@@ -22,7 +22,9 @@ upgrade` migrated), against simulators in their own process (bench/serve_sims.py
 The time of a scenario is the `pipeline sync` command's, from its start to its exit (the
 workers were started and idle before, Postgres vacuumed and checkpointed); beside it, the runs'
 span: the first run's start to the last run's end in sync_runs. Each scenario runs `--repeat`
-times and the median is reported. Results: a table on stdout and JSON in
+times (rounds, each in the reverse order of the one before) and its median run is shown; a
+ratio is taken within each round, of two runs made under the same other load, and its median
+over the rounds reported. Results: a table on stdout and JSON in
 bench/results/fleet.json. Exit 1 when a result is wrong (an account's rows differ from its
 simulator's in count or checksum, a job did not succeed, a sync failed); a missed target is
 printed with its figures, not failed.
@@ -382,11 +384,21 @@ def median(runs: list[Result]) -> Result:
     return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
 
 
-async def measure(bench: Bench) -> dict[str, Result]:
+@dataclass
+class Scenario:
+    key: str
+    label: str
+    config: Path
+    streams: list[str]
+    workers: int
+
+
+def scenarios(bench: Bench) -> tuple[list[Scenario], list[Scenario]]:
+    """The fleet's scenarios and the shipments' (none with `--shipments 0`)."""
     args = bench.args
     accounts = account_names(bench.sims)
     fleet = [f"{a}.customers" for a in accounts]
-    configs = {
+    config = {
         backend: fleet_config(
             bench.work / f"fleet-{backend}.toml",
             bench.sims,
@@ -395,101 +407,137 @@ async def measure(bench: Bench) -> dict[str, Result]:
         )
         for backend in ("local", "queue")
     }
-    ship_configs = {
-        backend: shipments_config(
-            bench.work / f"shipments-{backend}.toml", bench.sims, backend=backend
+    label = f"fleet {len(accounts)} accounts"
+    fleets = [Scenario("fleet_local", f"{label}, local backend", config["local"], fleet, 0)]
+    fleets += [
+        Scenario(
+            f"fleet_{n}", f"{label}, {n} worker{'s' if n > 1 else ''}", config["queue"], fleet, n
+        )
+        for n in args.workers
+    ]
+    if not args.shipments:
+        return fleets, []
+    label = f"shipments {args.shipments:,}"
+    ships = [
+        Scenario(
+            f"shipments_{backend}",
+            f"{label}, {'local backend' if backend == 'local' else '1 worker'}",
+            shipments_config(bench.work / f"shipments-{backend}.toml", bench.sims, backend=backend),
+            [SHIPMENTS],
+            0 if backend == "local" else 1,
         )
         for backend in ("local", "queue")
-    }
-    await make_template(bench, configs["local"])
-    fleet_label = f"fleet {len(accounts)} accounts"
+    ]
+    return fleets, ships
+
+
+async def measure(bench: Bench) -> dict[str, list[Result]]:
+    """Every scenario `--repeat` times; each key's results in round order. A round runs its
+    scenarios in the reverse order of the round before, so a machine whose other load grows or
+    shrinks through the run favours none of them."""
+    fleets, ships = scenarios(bench)
+    await make_template(bench, fleets[0].config)
     runs: dict[str, list[Result]] = {}
-
-    def keep(key: str, result: Result) -> None:
-        runs.setdefault(key, []).append(result)
-        print(
-            f"  {result.scenario:44} {result.seconds:7.2f} s (runs' span {result.span_seconds:.2f} s)",
-            flush=True,
-        )
-
-    for i in range(args.repeat):
-        print(f"round {i + 1} of {args.repeat}", flush=True)
-        keep(
-            "fleet_local",
-            await sync_scenario(bench, f"{fleet_label}, local backend", configs["local"], fleet, 0),
-        )
-        for count in args.workers:
-            keep(
-                f"fleet_{count}",
-                await sync_scenario(
-                    bench,
-                    f"{fleet_label}, {count} worker{'s' if count > 1 else ''}",
-                    configs["queue"],
-                    fleet,
-                    count,
-                ),
-            )
-        if not args.shipments:
-            continue
-        label = f"shipments {args.shipments:,}"
-        keep(
-            "shipments_local",
-            await sync_scenario(
-                bench, f"{label}, local backend", ship_configs["local"], [SHIPMENTS], 0
-            ),
-        )
-        keep(
-            "shipments_queue",
-            await sync_scenario(bench, f"{label}, 1 worker", ship_configs["queue"], [SHIPMENTS], 1),
-        )
-    return {key: median(results) for key, results in runs.items()}
-
-
-def compute_ratios(m: dict[str, Result], workers: Sequence[int]) -> dict[str, float]:
-    r: dict[str, float] = {}
-    least, most = min(workers), max(workers)
-    if most != least:
-        one, many = m[f"fleet_{least}"], m[f"fleet_{most}"]
-        target = f"  [target >= {FLEET_TARGET}]" if (least, most) == (1, 4) else ""
-        r[f"fleet: {least} worker / {most} workers time (speed-up){target}"] = (
-            one.seconds / many.seconds
-        )
-        r[f"fleet: {least} worker / {most} workers runs' span"] = (
-            one.span_seconds / many.span_seconds
-        )
-        for count in workers:
-            if count not in (least, most):
-                r[f"fleet: {least} worker / {count} workers time"] = (
-                    one.seconds / m[f"fleet_{count}"].seconds
+    for i in range(bench.args.repeat):
+        print(f"round {i + 1} of {bench.args.repeat}", flush=True)
+        for group in (fleets, ships):
+            for scenario in group if i % 2 == 0 else reversed(group):
+                result = await sync_scenario(
+                    bench, scenario.label, scenario.config, scenario.streams, scenario.workers
                 )
-    r[f"fleet: {most} workers / local backend time"] = (
-        m[f"fleet_{most}"].seconds / m["fleet_local"].seconds
-    )
-    if "shipments_queue" in m:
-        r[f"shipments: 1 worker / local backend time  [target <= {SHIPMENTS_TARGET}]"] = (
-            m["shipments_queue"].seconds / m["shipments_local"].seconds
+                runs.setdefault(scenario.key, []).append(result)
+                print(
+                    f"  {result.scenario:44} {result.seconds:7.2f} s "
+                    f"(runs' span {result.span_seconds:.2f} s)",
+                    flush=True,
+                )
+    return runs
+
+
+@dataclass
+class Ratio:
+    """A ratio of two scenarios' times, taken within each round (the two ran minutes apart at
+    most, under the same other load) and its median over the rounds."""
+
+    name: str
+    rounds: list[float]
+    target: str = ""
+
+    @property
+    def value(self) -> float:
+        ordered = sorted(self.rounds)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def ratio(
+    runs: dict[str, list[Result]],
+    name: str,
+    top: str,
+    bottom: str,
+    span: bool = False,
+    target: str = "",
+) -> Ratio:
+    def seconds(r: Result) -> float:
+        return r.span_seconds if span else r.seconds
+
+    pairs = zip(runs[top], runs[bottom], strict=True)
+    return Ratio(name, [seconds(a) / seconds(b) for a, b in pairs], target)
+
+
+def compute_ratios(runs: dict[str, list[Result]], workers: Sequence[int]) -> list[Ratio]:
+    out = []
+    least, most = min(workers), max(workers)
+    one, many = f"fleet_{least}", f"fleet_{most}"
+    if most != least:
+        target = f">= {FLEET_TARGET}" if (least, most) == (1, 4) else ""
+        out.append(
+            ratio(runs, f"fleet: {least} worker / {most} workers time", one, many, target=target)
         )
-    return r
+        out.append(
+            ratio(runs, f"fleet: {least} worker / {most} workers runs' span", one, many, True)
+        )
+        out += [
+            ratio(runs, f"fleet: {least} worker / {n} workers time", one, f"fleet_{n}")
+            for n in workers
+            if n not in (least, most)
+        ]
+    out.append(ratio(runs, f"fleet: {most} workers / local backend time", many, "fleet_local"))
+    if "shipments_queue" in runs:
+        out.append(
+            ratio(
+                runs,
+                "shipments: 1 worker / local backend time",
+                "shipments_queue",
+                "shipments_local",
+                target=f"<= {SHIPMENTS_TARGET}",
+            )
+        )
+        out.append(
+            ratio(
+                runs,
+                "shipments: 1 worker / local backend runs' span",
+                "shipments_queue",
+                "shipments_local",
+                True,
+            )
+        )
+    return out
 
 
-def targets(m: dict[str, Result], workers: Sequence[int]) -> dict[str, bool]:
+def targets(ratios: list[Ratio]) -> dict[str, bool]:
     met = {}
-    if {1, 4} <= set(workers):
-        speedup = m["fleet_1"].seconds / m["fleet_4"].seconds
-        met[f"fleet: 4 workers {speedup:.2f}x faster than 1 (target >= {FLEET_TARGET})"] = (
-            speedup >= FLEET_TARGET
-        )
-    if "shipments_queue" in m:
-        ratio = m["shipments_queue"].seconds / m["shipments_local"].seconds
-        met[f"shipments: 1 worker / local {ratio:.2f} (target <= {SHIPMENTS_TARGET})"] = (
-            ratio <= SHIPMENTS_TARGET
-        )
+    for r in ratios:
+        if r.target:
+            op, bound = r.target.split()
+            ok = r.value >= float(bound) if op == ">=" else r.value <= float(bound)
+            met[f"{r.name}: {r.value:.2f} (target {r.target})"] = ok
     return met
 
 
 def report(
     m: dict[str, Result],
-    ratios: dict[str, float],
+    ratios: list[Ratio],
     checks: dict[str, bool],
     met: dict[str, bool],
 ) -> None:
@@ -516,9 +564,11 @@ def report(
                 f"{r.cpu.postgres:>9.2f} {r.cpu.rest:>7.2f} {r.cpu.busy_cores:>6.2f} of "
                 f"{r.cpu.cores}"
             )
-    print()
-    for name, value in ratios.items():
-        print(f"{name:66} {value:8.2f}")
+    heading = "ratio (median of each round's)"
+    print(f"\n{heading:54} {'value':>6}  {'target':8} rounds")
+    for r in ratios:
+        each = ", ".join(f"{v:.2f}" for v in r.rounds)
+        print(f"{r.name:54} {r.value:>6.2f}  {r.target:8} {each}")
     print()
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
@@ -549,13 +599,14 @@ async def main(args: argparse.Namespace) -> int:
     bench = Bench(args, server, sims, work)
     load_before = os.getloadavg()
     try:
-        measures = await measure(bench)
+        runs = await measure(bench)
     finally:
         sims.close()
         await db.drop_database(server, bench.database)
         await db.drop_database(server, bench.template)
-    ratios = compute_ratios(measures, args.workers)
-    met = targets(measures, args.workers)
+    measures = {key: median(results) for key, results in runs.items()}
+    ratios = compute_ratios(runs, args.workers)
+    met = targets(ratios)
     report(measures, ratios, bench.checks, met)
     print(
         f"\nmachine: {os.cpu_count()} cores; 1-minute load average {load_before[0]:.1f} before, "
@@ -569,8 +620,12 @@ async def main(args: argparse.Namespace) -> int:
                 "settings": {
                     k: v for k, v in vars(args).items() if k not in ("out", "database", "quick")
                 },
-                "measures": {k: asdict(r) for k, r in measures.items()},
-                "ratios": ratios,
+                "measures": {k: asdict(r) for k, r in measures.items()},  # median runs
+                "runs": {k: [asdict(r) for r in results] for k, results in runs.items()},
+                "ratios": {
+                    r.name: {"value": r.value, "rounds": r.rounds, "target": r.target}
+                    for r in ratios
+                },
                 "checks": bench.checks,
                 "targets": met,
                 "machine": {  # a shared machine's other work shows here and as CPU "rest"
