@@ -270,7 +270,11 @@ async def sync_scenario(
         if worker_count:
             pids = await stack.enter_async_context(workers(bench, config, url, worker_count, label))
         await settle(url)
-        meter = CpuMeter(sims=bench.sims.proc.pid, watched=pids, database=bench.database)
+        conn = await asyncpg.connect(db.plain_url(url))
+        stack.push_async_callback(conn.close)
+        meter = await CpuMeter.start(
+            sims=bench.sims.proc.pid, watched=pids, conn=conn, database=bench.database
+        )
         at = time.time()  # the clock Postgres stamps runs with, on this machine
         started = time.perf_counter()
         process = await pipeline_command(bench, config, url, log, "sync", *streams)
@@ -280,8 +284,6 @@ async def sync_scenario(
         bench.check(f"{scenario}: `pipeline sync` exited 0", process.returncode == 0)
         if process.returncode != 0:
             print(f"{scenario}: sync exited {process.returncode}:\n{tail(log)}", file=sys.stderr)
-        conn = await asyncpg.connect(db.plain_url(url))
-        stack.push_async_callback(conn.close)
         # Read while the workers still run: a stopped worker's jobs lose its id.
         queued = bool(worker_count)
         result = await _measured(conn, scenario, len(streams), at, seconds, queued=queued)
