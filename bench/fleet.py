@@ -10,12 +10,16 @@ upgrade` migrated), against simulators in their own process (bench/serve_sims.py
   simulator of its own on its own port (`--customers` each, seed NN, every request answered
   `--latency` seconds late). `pipeline sync` of every account's customers with the local backend
   (all accounts at once in its one process), then with the queue backend and 1, 2, 4
-  `pipeline worker` processes of `--worker-concurrency` (4) jobs each: one worker runs 4
-  accounts at a time, four run all 16. Each account reads one page at a time
-  (`--account-concurrency` 1, its max_concurrency): so the work waits on the network, not the
-  CPU (16 accounts at once take about half of two cores), and more worker processes should
-  divide the time. With 4 pages at a time per account, 16 accounts at once need more CPU than
-  two cores have, and no number of workers can divide the time by 3.5.
+  `pipeline worker` processes of `--worker-concurrency` (1) job each, so the number of worker
+  processes is the number of accounts in flight. Each account reads one page at a time
+  (`--account-concurrency` 1, its max_concurrency): the work waits on the network, not the
+  CPU, and more worker processes should divide the time.
+  Why one job a worker: every `pipeline sync` command spends about 2 s starting (mostly Python
+  imports) whatever the backend, so 4 workers can be 3.5x faster than 1 only if one worker
+  waits on the network some 20 times as long: 16 accounts x 80 pages x 50 ms = 64 s at one
+  page in flight. With 4 jobs a worker, 4 workers run all 16 accounts at once (about 4.5 s),
+  the start-up is a third of their time, and 16 accounts at once need over a core of CPU
+  (`--worker-concurrency 4` measures it).
 - One big stream: `pipeline sync afosto.shipments` (`--shipments` records, bench/run.py's
   settings) with the local backend and with the queue backend and one worker.
 
@@ -664,8 +668,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--worker-concurrency",
         type=int,
-        default=4,
-        help="jobs each worker runs at once (`pipeline worker --concurrency`, default 4)",
+        default=1,
+        help="jobs each worker runs at once (`pipeline worker --concurrency`, default 1)",
     )
     parser.add_argument(
         "--account-concurrency",
