@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -81,7 +82,10 @@ class Result:
     before_seconds: float  # command start -> first run started (start-up; queue: + deferring)
     span_seconds: float  # first run started -> last run finished (sync_runs)
     after_seconds: float  # last run finished -> command exit (queue: + noticing it)
-    longest_wait_seconds: float | None = None  # queue: longest a job waited for a worker
+    # Queue only: deferred -> started of the first job taken (an idle worker's pick-up), and
+    # the longest a worker took between a job's end and its next job's start.
+    pickup_seconds: float | None = None
+    handover_seconds: float | None = None
     cpu: CpuUse | None = None  # where the machine's CPU went meanwhile
     jobs_per_worker: list[int] = field(default_factory=list)
 
@@ -323,23 +327,40 @@ async def _measured(
         after_seconds=at + seconds - last,
     )
     if queued:
-        # How long each job waited for a worker, and how the workers shared them.
-        waits = await conn.fetch(
-            f"""
-            SELECT j.worker_id,
-                   extract(epoch FROM min(e.at) FILTER (WHERE e.type = 'started')
-                                    - min(e.at) FILTER (WHERE e.type = 'deferred'))::float8 AS wait
-            FROM {QUEUE_SCHEMA}.procrastinate_jobs j
-            JOIN {QUEUE_SCHEMA}.procrastinate_events e ON e.job_id = j.id
-            GROUP BY j.id, j.worker_id
-            """
-        )
-        result.longest_wait_seconds = max((w["wait"] or 0.0 for w in waits), default=0.0)
-        per_worker: dict[Any, int] = {}
-        for w in waits:
-            per_worker[w["worker_id"]] = per_worker.get(w["worker_id"], 0) + 1
-        result.jobs_per_worker = sorted(per_worker.values(), reverse=True)
+        await _queue_timings(conn, result)
     return result
+
+
+async def _queue_timings(conn: asyncpg.Connection, result: Result) -> None:
+    """How soon workers took jobs, and how the workers shared them (procrastinate's events)."""
+    jobs = await conn.fetch(
+        f"""
+        SELECT j.worker_id,
+               extract(epoch FROM min(e.at) FILTER (WHERE e.type = 'deferred'))::float8 AS deferred,
+               extract(epoch FROM min(e.at) FILTER (WHERE e.type = 'started'))::float8 AS started,
+               extract(epoch FROM max(e.at) FILTER (WHERE e.type = 'succeeded'))::float8 AS ended
+        FROM {QUEUE_SCHEMA}.procrastinate_jobs j
+        JOIN {QUEUE_SCHEMA}.procrastinate_events e ON e.job_id = j.id
+        GROUP BY j.id, j.worker_id
+        """
+    )
+    started = [j for j in jobs if j["started"] is not None and j["deferred"] is not None]
+    if started:
+        first = min(started, key=lambda j: j["started"])
+        result.pickup_seconds = first["started"] - first["deferred"]
+    by_worker: dict[Any, list[Any]] = {}
+    for job in started:
+        by_worker.setdefault(job["worker_id"], []).append(job)
+    gaps = [0.0]
+    for taken in by_worker.values():
+        taken.sort(key=lambda j: j["started"])
+        gaps += [
+            later["started"] - earlier["ended"]
+            for earlier, later in itertools.pairwise(taken)
+            if earlier["ended"] is not None and later["started"] >= earlier["ended"]
+        ]
+    result.handover_seconds = max(gaps)
+    result.jobs_per_worker = sorted((len(t) for t in by_worker.values()), reverse=True)
 
 
 async def _check_runs(
@@ -549,15 +570,18 @@ def report(
 ) -> None:
     print(
         f"\n{'scenario':44} {'streams':>7} {'records':>9} {'seconds':>8} {'before':>7} "
-        f"{'runs span':>9} {'after':>6} {'longest wait':>12} {'jobs per worker':>16}"
+        f"{'runs span':>9} {'after':>6} {'pick-up':>7} {'hand-over':>9} {'jobs per worker':>16}"
     )
     for r in m.values():
-        wait = f"{r.longest_wait_seconds:.2f}" if r.longest_wait_seconds is not None else "-"
+        pickup, handover = (
+            "-" if value is None else f"{value:.2f}"
+            for value in (r.pickup_seconds, r.handover_seconds)
+        )
         shares = ",".join(map(str, r.jobs_per_worker)) or "-"
         print(
             f"{r.scenario:44} {r.streams:>7} {r.records:>9,} {r.seconds:>8.2f} "
             f"{r.before_seconds:>7.2f} {r.span_seconds:>9.2f} {r.after_seconds:>6.2f} "
-            f"{wait:>12} {shares:>16}"
+            f"{pickup:>7} {handover:>9} {shares:>16}"
         )
     print(
         f"\n{'CPU seconds meanwhile':44} {'pipeline':>9} {'simulators':>10} {'postgres':>9} "
@@ -572,9 +596,9 @@ def report(
             )
     heading = "ratio (median of each round's)"
     print(f"\n{heading:54} {'value':>6}  {'target':8} rounds")
-    for r in ratios:
-        each = ", ".join(f"{v:.2f}" for v in r.rounds)
-        print(f"{r.name:54} {r.value:>6.2f}  {r.target:8} {each}")
+    for each in ratios:
+        rounds = ", ".join(f"{v:.2f}" for v in each.rounds)
+        print(f"{each.name:54} {each.value:>6.2f}  {each.target:8} {rounds}")
     print()
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
