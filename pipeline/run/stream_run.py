@@ -49,6 +49,9 @@ class StreamOutcome:
     seconds: float = 0.0
     watermark: datetime | None = None
     error: str | None = None
+    # Failed because the database went away (restart, failover): the same run would succeed
+    # once it answers, so a queue retries it (`pipeline.queue`); a source's errors are not.
+    database_lost: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class StreamRun:
             error = f"{self.key}: {exc}"
         except dberrors.DATABASE_ERRORS as exc:  # a lost connection too: not ours to report
             error = f"{self.key}: {dberrors.describe(exc)}"
+            self.outcome.database_lost = True
         except Exception as exc:
             log.exception("stream_crashed")
             error = f"{self.key}: internal error {type(exc).__name__}: {exc}; please report it"
