@@ -115,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--since", required=True, help="ISO date or date-time (UTC if no zone)")
     backfill.add_argument("--until", help="ISO date or date-time (default: now)")
     backfill.add_argument("--dry-run", action="store_true", help="count what it would read")
+    backfill.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        help="split the window in N windows run side by side, each resumable on its own "
+        "(jobs for the workers with the queue backend); default 1",
+    )
+    backfill.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="queue backend: queue the jobs and return without waiting for them",
+    )
     backfill.set_defaults(handler=cmd_backfill)
 
     rederive = commands.add_parser(

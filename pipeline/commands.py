@@ -111,12 +111,15 @@ async def _run_streams(
     check: Callable[[list[Any]], None] | None = None,
     *,
     queueable: bool = True,
+    slices: int = 1,
 ) -> tuple[list[Any], bool]:
     """Validate, connect, check the schema, run; a first SIGTERM/Ctrl-C stops at a page
     boundary. `check` may refuse the chosen streams (a ConfigError) before anything runs.
     With the queue backend (and a `queueable` command) the runs are jobs for the workers, and
-    a stop ends the waiting only. Returns the outcomes and whether a stop was asked for."""
-    from pipeline.run import Runner
+    a stop ends the waiting only. `slices` > 1 cuts a backfill's window in that many runs side
+    by side (`pipeline.run.slices`). Returns the outcomes and whether a stop was asked for."""
+    from pipeline.extract.limits import LimitsBySource
+    from pipeline.run import Runner, sliced_by_rows
     from pipeline.shutdown import GracefulStop
     from pipeline.targets import select_streams
 
@@ -136,16 +139,33 @@ async def _run_streams(
     engine = await _engine_for(settings, url)
     try:
         await _require_current_schema(engine)
+        modes = [mode] if slices == 1 else await sliced_by_rows(engine, targets, mode, slices)
         if queued:
-            return await _through_queue(args, engine, url, targets, mode)
-        outcomes = await Runner(engine, mode=mode, stop=stop.event, progress=progress).run(targets)
+            return await _through_queue(args, engine, url, targets, modes)
+        limits = LimitsBySource()  # slices share each source's cap and rate, as streams do
+        results = await asyncio.gather(
+            *(
+                Runner(engine, mode=m, stop=stop.event, progress=progress, limits=limits).run(
+                    targets
+                )
+                for m in modes
+            )
+        )
+        outcomes = [_labelled(o, m) for m, found in zip(modes, results, strict=True) for o in found]
     finally:
         await engine.dispose()
     return outcomes, stop.event.is_set()
 
 
+def _labelled(outcome: Any, mode: Any) -> Any:
+    """A slice's outcome names its window, as the one stream's slices share its key."""
+    if mode.sliced:
+        outcome.key = f"{outcome.key} [{mode.window}]"
+    return outcome
+
+
 async def _through_queue(
-    args: argparse.Namespace, engine: Any, url: str, targets: list[Any], mode: Any
+    args: argparse.Namespace, engine: Any, url: str, targets: list[Any], modes: list[Any]
 ) -> tuple[list[Any], bool]:
     """Defer one job per stream and, unless `--no-wait`, wait for them; Ctrl-C ends the wait,
     not the jobs."""
@@ -155,7 +175,7 @@ async def _through_queue(
 
     app = queue_app(url, pool_size=2)
     async with app.open_async():
-        deferred = [await defer(app, StreamJob.new(t.key, mode)) for t in targets]
+        deferred = [await defer(app, StreamJob.new(t.key, m)) for m in modes for t in targets]
     for d in deferred:
         how = "already waiting" if d.joined else "queued"
         console().print(
@@ -173,7 +193,7 @@ async def _through_queue(
                 "stopped waiting; the jobs stay queued for the workers", highlight=False
             )
             return [], True
-    return outcomes, False
+    return [_labelled(o, d.job.mode()) for o, d in zip(outcomes, deferred, strict=True)], False
 
 
 async def cmd_sync(args: argparse.Namespace) -> int:
@@ -203,11 +223,15 @@ async def cmd_backfill(args: argparse.Namespace) -> int:
     since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
     if until is not None and until < since:
         raise ConfigError("--until is before --since; give a window that moves forward in time")
+    if args.slices < 1:
+        raise ConfigError(f"--slices {args.slices}: give 1 or more")
     mode = Mode("backfill", since=since, until=until, dry_run=args.dry_run)
     label = f"backfill {args.stream}" + (" (dry run)" if args.dry_run else "")
     with ProgressDisplay(console(), label) as progress:
-        outcomes, stopped = await _run_streams(args, [args.stream], mode, progress)
-    if args.dry_run:
+        outcomes, stopped = await _run_streams(
+            args, [args.stream], mode, progress, slices=args.slices
+        )
+    if args.dry_run and outcomes:
         for o in outcomes:
             console().print(
                 f"{o.key}: would read {o.pages} pages and upsert {o.totals.read} records "
@@ -215,7 +239,7 @@ async def cmd_backfill(args: argparse.Namespace) -> int:
                 + (f" ({o.status}: {o.error})" if o.error else ""),
                 highlight=False,
             )
-    else:
+    elif outcomes:
         print_outcomes(outcomes, console(), title=label)
     return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
 

@@ -53,6 +53,7 @@ class StreamJob:
     since: str | None = None
     until: str | None = None
     dry_run: bool = False
+    sliced: bool = False  # one window of a backfill split in slices
 
     @classmethod
     def new(cls, key: str, mode: Any, run_id: uuid.UUID | None = None) -> StreamJob:
@@ -63,6 +64,7 @@ class StreamJob:
             since=_iso(mode.since),
             until=_iso(mode.until),
             dry_run=mode.dry_run,
+            sliced=mode.sliced,
         )
 
     @property
@@ -88,6 +90,7 @@ class StreamJob:
             since=_moment(self.since),
             until=_moment(self.until),
             dry_run=self.dry_run,
+            sliced=self.sliced,
         )
 
 

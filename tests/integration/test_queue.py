@@ -348,3 +348,27 @@ async def test_a_worker_outlives_a_postgres_restart(tmp_path: Path) -> None:
         await engine.dispose()
     finally:
         await asyncio.to_thread(server.cleanup)
+
+
+async def test_backfill_slices_are_jobs_the_workers_run_side_by_side(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    soho_sim = SohoSimulator(customers=20, seed=92)
+    valomnia_sim = ValomniaSimulator(authorities=400, seed=93, latency=0.02)
+    stream = "valomnia.authorities"
+    async with serve(soho_sim) as soho, serve(valomnia_sim) as valomnia:
+        config = _config(tmp_path / "pipeline.toml", soho, valomnia)
+        env = _env(database_url, soho, valomnia)
+        expect_config(config, env, soho, valomnia)
+        async with processes(config, env, tmp_path) as procs:
+            await procs.worker(concurrency=2)
+            await procs.worker(concurrency=2)
+            code, output = await procs.run(
+                "backfill", stream, "--since", "2000-01-01", "--slices", "3"
+            )
+            assert code == 0, procs.all_output()
+    finished = await jobs(engine)
+    assert [j.status for j in finished] == ["succeeded"] * 3
+    assert len({j.worker_id for j in finished}) >= 1
+    assert await live_rows(engine, stream) == {a["id"]: a for a in valomnia_sim.truth()}
+    assert output.count("succeeded") >= 3 and "[2000-01-01" in output
