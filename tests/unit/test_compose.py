@@ -86,7 +86,7 @@ def _depends_on(service: dict[str, Any]) -> dict[str, str]:
 
 def test_uses_the_compose_spec_without_version(compose: dict[str, Any]) -> None:
     assert "version" not in compose
-    assert {"postgres", "migrate", "scheduler"} <= set(compose["services"])
+    assert {"postgres", "migrate", "scheduler", "worker"} <= set(compose["services"])
 
 
 def test_postgres_16_with_named_volume_and_healthcheck(
@@ -138,7 +138,26 @@ def test_scheduler_waits_for_healthy_postgres_and_finished_migrations(
     assert scheduler["command"][0] == "schedule"
 
 
-@pytest.mark.parametrize("name", ["migrate", "scheduler"])
+def test_scheduler_and_workers_use_the_queue_and_workers_scale(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    worker = services["worker"]
+    args = build_parser().parse_args(_command(worker))
+    assert args.command == "worker" and args.concurrency >= 1
+    assert _depends_on(worker) == _depends_on(services["scheduler"])
+    assert worker.get("init") is True and worker.get("restart") == "unless-stopped"
+    # `--scale worker=N` refuses a fixed container name or a published host port.
+    assert "container_name" not in worker and "ports" not in worker
+    assert _environment(worker) == _environment(services["scheduler"])
+    assert _mounts(worker) == _mounts(services["scheduler"])
+    for name in ("scheduler", "worker"):
+        assert _environment(services[name])["PIPELINE_BACKEND"] == "queue", name
+    # Docker waits this long after SIGTERM: more than the worker's own grace.
+    grace = float(_command(worker)[_command(worker).index("--grace") + 1])
+    assert int(worker["stop_grace_period"].rstrip("s")) > grace
+
+
+@pytest.mark.parametrize("name", ["migrate", "scheduler", "worker"])
 def test_app_services_build_this_repository(services: dict[str, dict[str, Any]], name: str) -> None:
     build = services[name]["build"]
     context = build["context"] if isinstance(build, dict) else build
@@ -147,7 +166,7 @@ def test_app_services_build_this_repository(services: dict[str, dict[str, Any]],
 
 def test_every_app_command_is_a_real_subcommand(services: dict[str, dict[str, Any]]) -> None:
     app = _app_services(services)
-    assert set(app) >= {"migrate", "scheduler"}
+    assert set(app) >= {"migrate", "scheduler", "worker"}
     for name, service in app.items():
         command = _command(service)
         try:
