@@ -77,6 +77,12 @@ async def test_sync_runs_on_the_workers_and_reports_as_a_local_sync(
             await procs.worker()
             code, output = await procs.run("sync")
             assert code == 0, procs.all_output()
+            worker_lines = [
+                json.loads(line)  # every line JSON, the queue library's too
+                for name, _, log in procs.started
+                if name.startswith("worker")
+                for line in log.read_text(encoding="utf-8").splitlines()
+            ]
 
     assert await live_rows(engine, "soho.customers") == {c["id"]: c for c in soho_sim.truth()}
     assert await live_rows(engine, "valomnia.authorities") == {
@@ -97,6 +103,8 @@ async def test_sync_runs_on_the_workers_and_reports_as_a_local_sync(
     for run in runs:  # the command names each job with the run it waits for
         assert f"run {run.run_id}" in output
     assert "succeeded" in output and "soho.customers" in output
+    pages = [line for line in worker_lines if line["event"] == "page_loaded"]
+    assert pages and all({"run_id", "stream", "job_id"} <= set(line) for line in pages)
 
 
 async def _watermark(engine: AsyncEngine, stream: str) -> datetime | None:
