@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -134,3 +136,17 @@ def instance_settings(
     secrets.add(settings.secret_values())
     expect_settings(settings, dict(instances))
     return settings
+
+
+def write_config(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
+    """A pipeline.toml of `tables` by dotted name (`"sources.soho.streams.customers"`), for
+    tests that run the `pipeline` command. Values as JSON writes them are TOML's too."""
+    lines = []
+    for name, body in tables.items():
+        lines.append(f"[{name}]")
+        lines += [
+            f"{key} = {json.dumps(value)}" for key, value in body.items() if value is not None
+        ]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -16,7 +16,7 @@ from pipeline import db
 from pipeline.run import Mode, Runner, sliced
 from pipeline.sandbox import RunningSimulator, ValomniaSimulator, serve
 from pipeline.targets import select_streams
-from tests.helpers import execute, live_rows, make_settings, rows, scalar, sync
+from tests.helpers import execute, live_rows, make_settings, rows, scalar, sync, write_config
 from tests.source_limits import expect_config
 
 AUTHORITIES = "valomnia.authorities"
@@ -54,18 +54,16 @@ async def test_sliced_backfill_rewrites_the_window_in_parallel_slices(
         await execute(engine, """UPDATE valomnia.authorities SET data = data || '{"bad": 1}'""")
         sim.clear_requests()
 
-        config = tmp_path / "pipeline.toml"
-        config.write_text(
-            f"""
-[sources.valomnia]
-base_url = "{valomnia.url}"
-username = "{sim.username}"
-password = "{sim.password}"
-
-[sources.valomnia.streams.authorities]
-page_size = 20
-""",
-            encoding="utf-8",
+        config = write_config(
+            tmp_path / "pipeline.toml",
+            {
+                "sources.valomnia": {
+                    "base_url": valomnia.url,
+                    "username": sim.username,
+                    "password": sim.password,
+                },
+                "sources.valomnia.streams.authorities": {"page_size": 20},
+            },
         )
         env = {"DATABASE_URL": database_url}
         expect_config(config, env, valomnia)

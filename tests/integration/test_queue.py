@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import db
 from pipeline.sandbox import RunningSimulator, SohoSimulator, ValomniaSimulator, serve
-from tests.helpers import live_rows, rows, scalar
-from tests.queue_procs import QUEUE_SETTINGS, Processes, jobs, pages_running, processes, until
+from tests.helpers import live_rows, rows, scalar, write_config
+from tests.queue_procs import QUEUE_EXECUTION, Processes, jobs, pages_running, processes, until
 from tests.source_limits import expect_config
 
 
@@ -29,31 +29,23 @@ def _config(
     *,
     schedule: str | None = None,
 ) -> Path:
-    schedule_line = f'schedule = "{schedule}"' if schedule else ""
-    text = (
-        QUEUE_SETTINGS
-        + f"""
-[sources.soho]
-base_url = "{soho.url}/api/v1"
-token = "${{TEST_SOHO_TOKEN}}"
-max_concurrency = 2
-
-[sources.soho.streams.customers]
-{schedule_line}
-"""
-    )
+    tables: dict[str, dict[str, Any]] = {
+        "execution": QUEUE_EXECUTION,
+        "sources.soho": {
+            "base_url": f"{soho.url}/api/v1",
+            "token": "${TEST_SOHO_TOKEN}",
+            "max_concurrency": 2,
+        },
+        "sources.soho.streams.customers": {"schedule": schedule},
+    }
     if valomnia is not None:
-        text += f"""
-[sources.valomnia]
-base_url = "{valomnia.url}"
-username = "{valomnia.sim.username}"
-password = "${{TEST_VALOMNIA_PASSWORD}}"
-
-[sources.valomnia.streams.authorities]
-page_size = 20
-"""
-    path.write_text(text, encoding="utf-8")
-    return path
+        tables["sources.valomnia"] = {
+            "base_url": valomnia.url,
+            "username": valomnia.sim.username,  # type: ignore[attr-defined]
+            "password": "${TEST_VALOMNIA_PASSWORD}",
+        }
+        tables["sources.valomnia.streams.authorities"] = {"page_size": 20}
+    return write_config(path, tables)
 
 
 def _env(
