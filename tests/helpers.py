@@ -139,7 +139,7 @@ def instance_settings(
 
 
 def write_config(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
-    """A pipeline.toml of `tables` by dotted name (`"sources.soho.streams.customers"`), for
+    """A pipeline.toml of `tables` by dotted name (`"sources.<name>.streams.<stream>"`), for
     tests that run the `pipeline` command. Values as JSON writes them are TOML's too."""
     lines = []
     for name, body in tables.items():
