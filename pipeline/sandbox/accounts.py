@@ -18,9 +18,8 @@ Unprefixed routes reach the first account, the server's default, as on a server 
 except `/_sandbox/stats` and `/_sandbox/reset_stats`, which are the whole server's (with every
 account's meter inside), and `/_sandbox/info`, the default's with every account's added.
 
-    accounts = Accounts([SohoSimulator(seed=1).as_account("nl"), SohoSimulator(seed=2)
-                         .as_account("be")])
-    async with serve_accounts(accounts) as running:
+    nl, be = SohoSimulator(seed=1).as_account("nl"), SohoSimulator(seed=2).as_account("be")
+    async with serve_accounts(Accounts([nl, be])) as running:
         running.account("nl")  # a RunningSimulator at the server's URL, for settings
 """
 
@@ -63,7 +62,7 @@ class _RecordingRouter(web.UrlDispatcher):
 
     def table(self) -> list[Route]:
         return [
-            (route.method, self._paths[id(route.resource)], route.handler)  # type: ignore[misc]
+            (route.method, self._paths[id(route.resource)], route.handler)
             for route in self.routes()
         ]
 
