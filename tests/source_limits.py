@@ -66,6 +66,10 @@ class LimitWatch:
         if server_load is not None:
             self._servers.setdefault(id(server_load), (server_load, set()))[1].add(id(sim))
 
+    def holds(self, sim: Simulator) -> bool:
+        """Whether `sim` is held to some settings."""
+        return id(sim) in self._watched
+
     def violations(self) -> list[str]:
         found = self._server_violations()
         for sim, limits in self._watched.values():
@@ -110,6 +114,11 @@ def watch() -> LimitWatch:
     """A fresh watch for the test about to run (the autouse fixture's)."""
     global _current
     _current = LimitWatch()
+    return _current
+
+
+def current() -> LimitWatch | None:
+    """The running test's watch (None outside the autouse fixture)."""
     return _current
 
 
