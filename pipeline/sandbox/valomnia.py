@@ -519,7 +519,7 @@ class ValomniaSimulator(Simulator):
     # -- accounts ------------------------------------------------------------------------
 
     def assign_credentials(self, name: str) -> None:
-        self.username = f"etl@{name}.example.com"
+        self.username = f"etl.{name}@example.com"
         self.password = account_secret(self.name, name, "password", 24)
         if self.api_token is not None:
             self.api_token = account_secret(self.name, name, "api_token")
