@@ -164,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--host", default="127.0.0.1")
     for name, declared in _sandboxes().items():
         sandbox.add_argument(f"--{name}-port", type=int, default=declared.port)
+    sandbox.add_argument(
+        "--accounts",
+        type=_account_count,
+        default=1,
+        metavar="N",
+        help="each simulator plays N accounts of its API on its one port (1-26), "
+        "each with its own data and credentials: one [sources.<source>_a] ... table each",
+    )
     sandbox.set_defaults(handler=cmd_sandbox)
 
     demo = commands.add_parser(
@@ -173,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     _size_arguments(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _account_count(value: str) -> int:
+    count = int(value) if value.isdigit() else 0
+    if not 1 <= count <= 26:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number of accounts from 1 to 26")
+    return count
 
 
 def _size_arguments(parser: argparse.ArgumentParser) -> None:

@@ -394,7 +394,13 @@ async def cmd_sandbox(args: argparse.Namespace) -> int:
     from pipeline.demo import serve_sandbox
 
     ports = {name: getattr(args, f"{name}_port") for name in _sandboxes()}
-    await serve_sandbox(sizes=_sizes(args), host=args.host, ports=ports, console=console())
+    await serve_sandbox(
+        sizes=_sizes(args),
+        host=args.host,
+        ports=ports,
+        console=console(),
+        accounts=args.accounts,
+    )
     return EXIT_OK
 
 
