@@ -55,7 +55,8 @@ async def serving_metrics(
     one the system chose, for port 0). A port taken is a ConfigError naming the option."""
     app = web.Application()
     add_metrics_route(app, refresh=refresh)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A scrape in flight at the stop gets a few seconds, not the minute aiohttp would give.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
