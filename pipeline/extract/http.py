@@ -238,12 +238,18 @@ class HttpClient:
         data: Any,
         allow_redirects: bool,
     ) -> tuple[int, Mapping[str, str], bytes, aiohttp.ClientResponse]:
-        async with self.session.request(
-            method, self.url(path), headers=headers, data=data, allow_redirects=allow_redirects
-        ) as resp:
-            metrics.http_response(self.source, resp.status)
-            body = await self._read_body(resp, method, path)
-            return resp.status, resp.headers, body, resp
+        answered = False
+        try:
+            async with self.session.request(
+                method, self.url(path), headers=headers, data=data, allow_redirects=allow_redirects
+            ) as resp:
+                answered = True
+                metrics.http_response(self.source, resp.status)
+                body = await self._read_body(resp, method, path)
+                return resp.status, resp.headers, body, resp
+        except (TimeoutError, aiohttp.ClientConnectionError):
+            self._unanswered(answered)
+            raise
 
     async def _in_slot(self, send: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """`send(*args)`: one request, in a slot of the source's cap, sent at the source's
