@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument(
         "--grace", type=float, default=30.0, help="seconds running streams get to stop (default 30)"
     )
+    _metrics_arguments(schedule)
     schedule.set_defaults(handler=cmd_schedule)
 
     worker = commands.add_parser(
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds running streams get to reach a page boundary on stop (default 30)",
     )
+    _metrics_arguments(worker)
     worker.set_defaults(handler=cmd_worker)
 
     backfill = commands.add_parser(
@@ -181,6 +183,29 @@ def build_parser() -> argparse.ArgumentParser:
     _size_arguments(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    """`/metrics` for Prometheus, off unless a port is given."""
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: not served)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)",
+    )
+
+
+def _port(value: str) -> int:
+    port = int(value) if value.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a TCP port from 0 to 65535")
+    return port
 
 
 def _account_count(value: str) -> int:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import ConfigError, Settings, load_settings, resolve_config_path
@@ -321,6 +322,26 @@ async def cmd_reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.asynccontextmanager
+async def _serving_metrics(
+    args: argparse.Namespace, settings: Settings, engine: Any
+) -> AsyncIterator[None]:
+    """`/metrics` while the block runs, when `--metrics-port` is given: every enabled
+    stream's series declared, its last success read from the database first."""
+    if args.metrics_port is None:
+        yield
+        return
+    from pipeline.metrics.freshness import Freshness
+    from pipeline.metrics.server import serving_metrics
+    from pipeline.targets import select_streams
+
+    freshness = Freshness(engine, select_streams(settings, []))
+    freshness.declare()
+    await freshness.refresh()
+    async with serving_metrics(args.metrics_host, args.metrics_port, refresh=freshness.refresh):
+        yield
+
+
 async def cmd_schedule(args: argparse.Namespace) -> int:
     from pipeline.scheduler import StreamScheduler
     from pipeline.shutdown import GracefulStop
@@ -332,8 +353,9 @@ async def cmd_schedule(args: argparse.Namespace) -> int:
     engine = await _engine_for(settings, url)
     try:
         await _require_current_schema(engine)
-        scheduler = StreamScheduler(settings, engine, stop.event, database_url=url)
-        await scheduler.serve(grace_seconds=args.grace)
+        async with _serving_metrics(args, settings, engine):
+            scheduler = StreamScheduler(settings, engine, stop.event, database_url=url)
+            await scheduler.serve(grace_seconds=args.grace)
     finally:
         await engine.dispose()
     return EXIT_OK
@@ -359,10 +381,18 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     try:
         await _require_current_schema(engine)
     finally:
+        await engine.dispose()  # the worker has its own; this one reconnects for /metrics only
+    try:
+        async with _serving_metrics(args, settings, engine):
+            await serve(
+                settings,
+                url,
+                concurrency=args.concurrency,
+                stop=stop.event,
+                grace_seconds=args.grace,
+            )
+    finally:
         await engine.dispose()
-    await serve(
-        settings, url, concurrency=args.concurrency, stop=stop.event, grace_seconds=args.grace
-    )
     return EXIT_OK
 
 

@@ -157,6 +157,16 @@ def test_scheduler_and_workers_use_the_queue_and_workers_scale(
     assert int(worker["stop_grace_period"].rstrip("s")) > grace
 
 
+@pytest.mark.parametrize("name", ["scheduler", "worker"])
+def test_scheduler_and_workers_serve_metrics_inside_the_network(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    args = build_parser().parse_args(_command(services[name]))
+    # Every replica on one port, reachable from Prometheus in the network; none published.
+    assert (args.metrics_port, args.metrics_host) == (9108, "0.0.0.0")
+    assert "ports" not in services[name]
+
+
 @pytest.mark.parametrize("name", ["migrate", "scheduler", "worker"])
 def test_app_services_build_this_repository(services: dict[str, dict[str, Any]], name: str) -> None:
     build = services[name]["build"]
