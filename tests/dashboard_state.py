@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import Settings
-from pipeline.sandbox import HttpError, RunningSimulator
+from pipeline.sandbox import SANDBOXES, HttpError, RunningSimulator
 from pipeline.sources import SOURCES
 from tests.helpers import execute, make_settings, sync
 
@@ -27,6 +27,7 @@ MARKUP = "<script>alert('quarantined')</script>"
 @dataclass(frozen=True)
 class DashboardState:
     settings: Settings
+    sources: dict[str, dict[str, Any]]  # the [sources.<name>] tables of a pipeline.toml
     secret: str  # a source's token that a quarantined record quoted
 
 
@@ -71,4 +72,5 @@ async def build_state(engine: AsyncEngine, sims: dict[str, RunningSimulator]) ->
         "finished_at = finished_at - interval '3 days' WHERE stream = :late",
         late=LATE,
     )
-    return DashboardState(settings=settings, secret=sim.token)
+    sources = {name: SANDBOXES[name].settings(running) for name, running in sims.items()}
+    return DashboardState(settings=settings, sources=sources, secret=sim.token)

@@ -69,8 +69,9 @@ def time_chart(
             f"■ {escape(s.name)}</text>"
         )
         legend_x -= 14 + 7 * len(s.name)
-    for i in range(5):
-        value = top * i / 4
+    steps = 5 if str(f"{top:e}")[0] == "5" else 4  # 0.1 steps up to 0.5, 0.25 up to 1
+    for i in range(steps + 1):
+        value = top * i / steps
         parts.append(
             f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(value):.1f}" '
             f'y2="{y(value):.1f}"/>'
@@ -79,8 +80,9 @@ def time_chart(
         )
     for i in range(6):
         moment = start + timedelta(seconds=span * i / 5)
+        anchor = "start" if i == 0 else "end" if i == 5 else "middle"
         parts.append(
-            f'<text class="axis" x="{x(moment):.1f}" y="{HEIGHT - 6}" text-anchor="middle">'
+            f'<text class="axis" x="{x(moment):.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}">'
             f"{moment:%d %b}</text>"
         )
     if not any(s.points for s in series):

@@ -3,13 +3,18 @@ filled by real syncs (tests/dashboard_state.py), read by a login in `pipeline_da
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import html
 import os
 import re
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +34,7 @@ from pipeline.errors import ConfigError
 from pipeline.queue.app import TASK_NAME
 from pipeline.sandbox import DigiLockerSimulator, SohoSimulator, ValomniaSimulator, serve
 from pipeline.settings import ExecutionSettings
+from tests.browser import Browser, find_chromium, save
 from tests.dashboard_state import (
     FAILED,
     LATE,
@@ -39,7 +45,7 @@ from tests.dashboard_state import (
     DashboardState,
     build_state,
 )
-from tests.helpers import execute, rows, scalar
+from tests.helpers import execute, rows, scalar, write_config
 from tests.roles import login_in
 
 
@@ -476,3 +482,69 @@ async def test_every_page_answers_html_and_json_with_no_outside_resource(
         assert twin.status == 200 and twin.content_type == "application/json", api
     css = await client.get("/static/dashboard.css")
     assert css.status == 200 and "url(" not in await css.text()
+
+
+# ---- a real browser --------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_real_browser_loads_every_page_without_an_error(
+    state_db: tuple[str, DashboardState], dashboard_url: str, tmp_path: Path
+) -> None:
+    """`pipeline dashboard` as a user starts it (a login in pipeline_dashboard, a token),
+    each page in headless Chromium: no console error, no failed request; screenshots kept
+    in the test's folder."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium here; .ci/run installs Debian's chromium where apt-get works")
+    config = write_config(
+        tmp_path / "pipeline.toml",
+        {f"sources.{name}": body for name, body in state_db[1].sources.items()},
+    )
+    port, token = _free_port(), "browser-test-token-0123456789"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "pipeline", "--config", str(config), "--log-format", "json"),
+        *("dashboard", "--port", str(port)),
+        env={**os.environ, "DATABASE_URL": dashboard_url, "PIPELINE_DASHBOARD_TOKEN": token},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        ready = await asyncio.wait_for(process.stdout.readline(), 30)
+        assert f"127.0.0.1:{port}" in ready.decode(), ready
+        base = f"http://127.0.0.1:{port}"
+        pages = {
+            "overview": "/",
+            "stream": f"/streams/{quote(QUARANTINED, safe='')}",
+            "stream-failed": f"/streams/{quote(FAILED, safe='')}",
+            "quarantine": f"/quarantine?stream={quote(QUARANTINED)}",
+            "drift": "/drift",
+            "jobs": "/jobs",
+        }
+        async with Browser(chromium) as browser:
+            refused = await browser.load(f"{base}/")
+            assert any("HTTP 401" in p for p in refused.problems)  # no token yet
+            first = await browser.load(f"{base}/?token={token}")
+            assert first.status == 200 and not first.problems, first.problems
+            for name, path in pages.items():
+                load = await browser.load(base + path)
+                shot = save(load, tmp_path / f"{name}.png")
+                assert load.status == 200, (name, load.status)
+                assert not load.problems, f"{name} ({shot}): {load.problems}"
+                assert all(r.startswith(base) or r.startswith("data:") for r in load.requests)
+                assert load.screenshot.startswith(b"\x89PNG")
+                if name == "overview":
+                    assert 'data-state="failed"' in load.html and 'data-state="late"' in load.html
+            missing = await browser.load(f"{base}/streams/nosuch.stream")
+            assert any("HTTP 404" in p for p in missing.problems)  # what a failure looks like
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, err.decode()[-2000:]
