@@ -7,6 +7,7 @@ functions take the dashboard's read-only engine; none of them writes.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -306,19 +307,12 @@ def _run(row: Any) -> Run:
 async def stream_page(
     engine: AsyncEngine, settings: Settings, key: str, now: datetime
 ) -> StreamPage | None:
-    """None when nothing is known of `key`: not configured, never run, no state."""
-    found = await cells(engine, settings, now, only=[key])
+    """None when nothing is known of `key`: not configured, never run, no state. The cell
+    (which counts the table's rows) is read beside the history, on a connection of its own."""
     since = now - WINDOW
-    async with engine.connect() as conn:
-        runs = [_run(r) for r in await conn.execute(_WINDOW_RUNS, {"key": key, "since": since})]
-        history = [
-            _run(r) for r in await conn.execute(_HISTORY, {"key": key, "limit": HISTORY_ROWS})
-        ]
-        state = [
-            StateRow(r.stream, r.watermark, r.checkpoint, r.updated_at)
-            for r in await conn.execute(_STATE, {"key": key})
-        ]
-        reasons = await _reason_counts(conn, key)
+    found, (runs, history, state, reasons) = await asyncio.gather(
+        cells(engine, settings, now, only=[key]), _history(engine, key, since)
+    )
     if not (found or history or state):
         return None
     return StreamPage(
@@ -331,6 +325,22 @@ async def stream_page(
         quarantine=reasons,
         quarantined=sum(r.records for r in reasons),
     )
+
+
+async def _history(
+    engine: AsyncEngine, key: str, since: datetime
+) -> tuple[list[Run], list[Run], list[StateRow], list[ReasonCount]]:
+    async with engine.connect() as conn:
+        runs = [_run(r) for r in await conn.execute(_WINDOW_RUNS, {"key": key, "since": since})]
+        history = [
+            _run(r) for r in await conn.execute(_HISTORY, {"key": key, "limit": HISTORY_ROWS})
+        ]
+        state = [
+            StateRow(r.stream, r.watermark, r.checkpoint, r.updated_at)
+            for r in await conn.execute(_STATE, {"key": key})
+        ]
+        reasons = await _reason_counts(conn, key)
+    return runs, history, state, reasons
 
 
 async def _reason_counts(conn: AsyncConnection, key: str) -> list[ReasonCount]:
