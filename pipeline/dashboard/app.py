@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import dberrors
 from pipeline.config import Settings
-from pipeline.dashboard import queries
+from pipeline.dashboard import quarantine, queries
 from pipeline.dashboard.auth import Handler, token_middleware
 from pipeline.dashboard.charts import Series, time_chart
 from pipeline.dashboard.drift import drift_page
@@ -85,8 +85,8 @@ def _int_or_none(request: web.Request, name: str) -> int | None:
     return int(value)
 
 
-async def _quarantine(request: web.Request) -> queries.QuarantinePage:
-    return await queries.quarantine_page(
+async def _quarantine(request: web.Request) -> quarantine.QuarantinePage:
+    return await quarantine.quarantine_page(
         request.app[ENGINE],
         stream=request.query.get("stream") or None,
         reason=request.query.get("reason") or None,

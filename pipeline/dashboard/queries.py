@@ -1,4 +1,4 @@
-"""What the overview, stream, quarantine and jobs pages show, read from the database.
+"""What the overview, stream and jobs pages show, read from the database.
 
 Freshness is `pipeline status`'s (`pipeline.status.stream_statuses`): a stream is late when its
 last success is older than twice its schedule's period, on the page as in the command. These
@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.config import Settings
 from pipeline.cron import cron_trigger, period
+from pipeline.dashboard.quarantine import ReasonCount, reason_counts
 from pipeline.logs import secrets
 from pipeline.queue.jobs import StreamJobs, jobs_by_stream
 from pipeline.status import StreamStatus, stream_statuses
@@ -24,16 +25,6 @@ from pipeline.targets import select_streams
 
 WINDOW = timedelta(days=30)  # the stream page's charts
 HISTORY_ROWS = 100  # the stream page's run table
-QUARANTINE_ROWS = 100  # records per quarantine page
-RAW_SHOWN = 10_000  # characters of a quarantined record shown
-
-# A quarantine reason quotes the value it refused ("field 'updated_at': not an ISO-8601
-# timestamp: 'yesterday'"); its kind, which pages group and filter by, is the reason with the
-# values after ': ' or 'got ' replaced by an ellipsis (a cut-off quote included).
-KIND_PATTERN = r"""((?::|got) )('[^']*('|$)|"[^"]*("|$)|-?[0-9][0-9.eE+-]*)"""
-KIND_REPLACEMENT = r"\1…"
-_KIND = "regexp_replace(reason, :kind_pattern, :kind_replacement, 'g')"
-_KIND_PARAMS = {"kind_pattern": KIND_PATTERN, "kind_replacement": KIND_REPLACEMENT}
 
 
 @dataclass(frozen=True)
@@ -239,14 +230,6 @@ class StateRow:
 
 
 @dataclass(frozen=True)
-class ReasonCount:
-    reason: str
-    records: int
-    first: datetime
-    last: datetime
-
-
-@dataclass(frozen=True)
 class StreamPage:
     key: str
     cell: Cell | None
@@ -274,11 +257,6 @@ _HISTORY = sa.text(
 _STATE = sa.text(
     "SELECT stream, watermark, checkpoint, updated_at FROM pipeline.stream_state "
     "WHERE stream = :key OR left(stream, length(:key) + 1) = :key || '#' ORDER BY stream"
-)
-_REASONS = sa.text(
-    f"SELECT kind, count(*) AS n, min(received_at) AS first, max(received_at) AS last "
-    f"FROM (SELECT {_KIND} AS kind, received_at FROM pipeline.quarantine WHERE stream = :key) q "
-    "GROUP BY kind ORDER BY count(*) DESC, kind"
 )
 
 
@@ -339,117 +317,8 @@ async def _history(
             StateRow(r.stream, r.watermark, r.checkpoint, r.updated_at)
             for r in await conn.execute(_STATE, {"key": key})
         ]
-        reasons = await _reason_counts(conn, key)
+        reasons = await reason_counts(conn, key)
     return runs, history, state, reasons
-
-
-async def _reason_counts(conn: AsyncConnection, key: str) -> list[ReasonCount]:
-    result = await conn.execute(_REASONS, {"key": key, **_KIND_PARAMS})
-    return [ReasonCount(r.kind, r.n, r.first, r.last) for r in result]
-
-
-# ---- quarantine ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QuarantinedRecord:
-    id: int
-    stream: str
-    record_key: str | None
-    reason: str
-    kind: str
-    received_at: datetime
-    raw: str
-    raw_truncated: bool
-
-
-@dataclass(frozen=True)
-class StreamCount:
-    stream: str
-    records: int
-
-
-@dataclass(frozen=True)
-class QuarantinePage:
-    stream: str | None
-    reason: str | None
-    streams: list[StreamCount]
-    reasons: list[ReasonCount]  # of the chosen stream (every stream when none)
-    matching: int
-    records: list[QuarantinedRecord]
-    next_before: int | None  # the `before` of the next (older) page
-
-
-_STREAMS = sa.text(
-    "SELECT stream, count(*) AS n FROM pipeline.quarantine GROUP BY stream ORDER BY stream"
-)
-_ALL_REASONS = sa.text(
-    f"SELECT kind, count(*) AS n, min(received_at) AS first, max(received_at) AS last "
-    f"FROM (SELECT {_KIND} AS kind, received_at FROM pipeline.quarantine) q "
-    "GROUP BY kind ORDER BY count(*) DESC, kind"
-)
-
-
-async def quarantine_page(
-    engine: AsyncEngine, stream: str | None, reason: str | None, before: int | None
-) -> QuarantinePage:
-    """Newest first, QUARANTINE_ROWS at a time (`before`: the id to continue below). `raw` is
-    shown as stored, which the loader redacted, and redacted again with the secrets this
-    process knows."""
-    conditions, params = [], dict(_KIND_PARAMS)
-    if stream:
-        conditions.append("stream = :stream")
-        params["stream"] = stream
-    if reason:
-        conditions.append(f"{_KIND} = :reason")
-        params["reason"] = reason
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    if before:
-        conditions.append("id < :before")
-    page_where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    async with engine.connect() as conn:
-        streams = [StreamCount(r.stream, r.n) for r in await conn.execute(_STREAMS)]
-        if stream:
-            reasons = await _reason_counts(conn, stream)
-        else:
-            reasons = [
-                ReasonCount(r.kind, r.n, r.first, r.last)
-                for r in await conn.execute(_ALL_REASONS, _KIND_PARAMS)
-            ]
-        matching = (
-            await conn.execute(sa.text(f"SELECT count(*) FROM pipeline.quarantine {where}"), params)
-        ).scalar_one()
-        found = await conn.execute(
-            sa.text(
-                f"SELECT id, stream, record_key, reason, {_KIND} AS kind, received_at, "
-                f"left(raw, {RAW_SHOWN + 1}) AS raw FROM pipeline.quarantine {page_where} "
-                "ORDER BY id DESC LIMIT :limit"
-            ),
-            {**params, "before": before, "limit": QUARANTINE_ROWS + 1},
-        )
-        rows = list(found)
-    records = [
-        QuarantinedRecord(
-            id=r.id,
-            stream=r.stream,
-            record_key=r.record_key,
-            reason=secrets.redact(r.reason),
-            kind=secrets.redact(r.kind),
-            received_at=r.received_at,
-            raw=secrets.redact(r.raw[:RAW_SHOWN]),
-            raw_truncated=len(r.raw) > RAW_SHOWN,
-        )
-        for r in rows[:QUARANTINE_ROWS]
-    ]
-    return QuarantinePage(
-        stream=stream,
-        reason=reason,
-        streams=streams,
-        reasons=reasons,
-        matching=matching,
-        records=records,
-        next_before=records[-1].id if len(rows) > QUARANTINE_ROWS else None,
-    )
 
 
 # ---- jobs ------------------------------------------------------------------------------------

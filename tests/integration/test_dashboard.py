@@ -266,9 +266,9 @@ async def test_quarantine_filters_by_stream_and_reason_and_shows_records_redacte
 async def test_quarantine_pages_newest_first_and_continues_below_the_last_id(
     client: TestClient[Any, Any], admin: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.dashboard import queries
+    from pipeline.dashboard import quarantine
 
-    monkeypatch.setattr(queries, "QUARANTINE_ROWS", 2)
+    monkeypatch.setattr(quarantine, "QUARANTINE_ROWS", 2)
     ids = [r.id for r in await rows(admin, "SELECT id FROM pipeline.quarantine ORDER BY id DESC")]
     seen: list[int] = []
     path = "/api/quarantine"
