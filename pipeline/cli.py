@@ -19,6 +19,7 @@ from pipeline.commands import (
     EXIT_USAGE,
     _sandboxes,
     cmd_backfill,
+    cmd_dashboard,
     cmd_db_upgrade,
     cmd_demo,
     cmd_reconcile,
@@ -160,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("stream", metavar="STREAM")
     reset.add_argument("--yes", action="store_true", help="do not ask")
     reset.set_defaults(handler=cmd_reset)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="read-only web pages: freshness, runs, quarantine, schema drift, jobs (JSON under /api)",
+        description="Serves the dashboard until SIGTERM/Ctrl-C. It only reads (every transaction "
+        "READ ONLY); a login in the pipeline_dashboard role is enough. Binding beyond loopback "
+        "needs PIPELINE_DASHBOARD_TOKEN, which every request must then present "
+        "(Authorization: Bearer, or ?token= once in a browser).",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
+    dashboard.add_argument("--port", type=int, default=8765, help="default 8765")
+    dashboard.set_defaults(handler=cmd_dashboard)
 
     sandbox = commands.add_parser("sandbox", help="serve the API simulators in the foreground")
     _size_arguments(sandbox)

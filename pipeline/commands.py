@@ -416,6 +416,61 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if needs_attention(statuses) else EXIT_OK
 
 
+async def cmd_dashboard(args: argparse.Namespace) -> int:
+    from pipeline import db, dberrors
+    from pipeline.dashboard import build_app, serve
+    from pipeline.dashboard.auth import TOKEN_ENV, check_bind
+    from pipeline.shutdown import GracefulStop
+
+    token = os.environ.get(TOKEN_ENV) or None
+    check_bind(args.host, token)
+    if token:
+        secrets.add([token])
+    settings = _settings(args, require_file=False)
+    stop = GracefulStop(grace_seconds=5)
+    stop.install()
+    url = await _database_url(settings)
+    engine = db.create_engine(
+        url, pool_size=5, read_only=True, application_name="pipeline dashboard"
+    )
+    try:
+        try:
+            await db.wait_until_reachable(engine)
+        except dberrors.ConnectFailed as exc:
+            raise ConfigError(
+                dberrors.connect_message(exc.error, settings.database_setting, url)
+            ) from None
+        await _require_current_schema(engine)
+        from pipeline.metrics.freshness import Freshness
+        from pipeline.metrics.server import metrics_endpoint
+        from pipeline.targets import select_streams
+
+        # It runs no stream: its /metrics is each stream's last success, read on a scrape.
+        freshness = Freshness(engine, select_streams(settings, []))
+        freshness.declare()
+        app = build_app(engine, settings, token=token, metrics=metrics_endpoint(freshness.refresh))
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        ready = f"dashboard at http://{host}:{args.port}/ (JSON under /api/); Ctrl-C stops it"
+        if token:
+            ready += "; every request must present the token"
+        try:
+            await serve(
+                app,
+                args.host,
+                args.port,
+                stop.event,
+                ready=lambda: console().print(ready, highlight=False),
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"dashboard: cannot listen on {host}:{args.port} ({exc.strerror or exc}); "
+                "choose another --port or --host"
+            ) from None
+    finally:
+        await engine.dispose()
+    return EXIT_OK
+
+
 def _sizes(args: argparse.Namespace) -> dict[str, int]:
     return {s.name: getattr(args, s.name) for sb in _sandboxes().values() for s in sb.sizes}
 

@@ -29,13 +29,24 @@ REFRESH: web.AppKey[Refresh] = web.AppKey("pipeline_metrics_refresh")
 
 async def metrics_handler(request: web.Request) -> web.Response:
     """The process's metrics, in the format the scraper's Accept header asks for."""
-    refresh = request.app.get(REFRESH)
-    if refresh is not None:
-        await refresh()
-    encode, content_type = choose_encoder(",".join(request.headers.getall("Accept", [])))
-    return web.Response(
-        body=encode(metrics.current().registry), headers={"Content-Type": content_type}
-    )
+    return await metrics_endpoint(request.app.get(REFRESH))(request)
+
+
+def metrics_endpoint(
+    refresh: Refresh | None = None,
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A `/metrics` handler for another app (the dashboard's), `refresh` run before each
+    scrape."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        if refresh is not None:
+            await refresh()
+        encode, content_type = choose_encoder(",".join(request.headers.getall("Accept", [])))
+        return web.Response(
+            body=encode(metrics.current().registry), headers={"Content-Type": content_type}
+        )
+
+    return scrape
 
 
 def add_metrics_route(

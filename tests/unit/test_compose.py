@@ -86,7 +86,7 @@ def _depends_on(service: dict[str, Any]) -> dict[str, str]:
 
 def test_uses_the_compose_spec_without_version(compose: dict[str, Any]) -> None:
     assert "version" not in compose
-    assert {"postgres", "migrate", "scheduler", "worker"} <= set(compose["services"])
+    assert {"postgres", "migrate", "scheduler", "worker", "dashboard"} <= set(compose["services"])
 
 
 def test_postgres_16_with_named_volume_and_healthcheck(
@@ -167,7 +167,32 @@ def test_scheduler_and_workers_serve_metrics_inside_the_network(
     assert "ports" not in services[name]
 
 
-@pytest.mark.parametrize("name", ["migrate", "scheduler", "worker"])
+def test_the_dashboard_binds_the_container_with_a_token_and_publishes_on_loopback(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from pipeline.dashboard.auth import TOKEN_ENV, check_bind, is_loopback
+
+    dashboard = services["dashboard"]
+    args = build_parser().parse_args(_command(dashboard))
+    assert args.command == "dashboard"
+    env = _environment(dashboard)
+    # A bind beyond loopback refuses to start without the token: it comes from the host.
+    if not is_loopback(args.host):
+        assert TOKEN_ENV in env and env[TOKEN_ENV] is None, "pass the token from the host"
+        check_bind(args.host, "a token from the host")
+    # The config's ${VARIABLES} resolve as they do for the scheduler.
+    assert {k: v for k, v in env.items() if k != TOKEN_ENV} == _environment(services["scheduler"])
+    assert _mounts(dashboard) == _mounts(services["scheduler"])
+    assert _depends_on(dashboard) == _depends_on(services["scheduler"])
+    assert dashboard.get("init") is True
+    for mapping in dashboard.get("ports", []):
+        host_ip, _, container_port = str(mapping).split(":")
+        assert host_ip == "127.0.0.1", "publish on the host's loopback only"
+        assert int(container_port) == args.port
+    assert str(dashboard.get("restart", "no")).startswith(("on-failure", "unless-stopped"))
+
+
+@pytest.mark.parametrize("name", ["migrate", "scheduler", "worker", "dashboard"])
 def test_app_services_build_this_repository(services: dict[str, dict[str, Any]], name: str) -> None:
     build = services[name]["build"]
     context = build["context"] if isinstance(build, dict) else build

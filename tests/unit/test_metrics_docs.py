@@ -18,7 +18,7 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), 
 
 def _section() -> str:
     text = README.read_text(encoding="utf-8")
-    start = text.index("\n## Metrics\n")
+    start = text.index("\n### Metrics\n")
     end = text.index("\n## ", start + 1)
     return text[start:end]
 
