@@ -719,7 +719,8 @@ async def test_auth_endpoint_can_fail_too(
 
 
 async def test_200k_credentials_build_and_page_quickly(http: aiohttp.ClientSession) -> None:
-    # CPU seconds of this process (the simulator runs in it): a busy machine does not count.
+    # Bounds catch a quadratic step (minutes at 200k), not a slow machine: CPU seconds of
+    # this process (the simulator runs in it), several times what it takes; speed is bench/'s.
     started = time.process_time()
     sim = SparkflySimulator(credentials=200_000, seed=1)
     built = time.process_time() - started
@@ -738,4 +739,4 @@ async def test_200k_credentials_build_and_page_quickly(http: aiohttp.ClientSessi
         body = await get_list(http, running, page=2000, per_page=100)
         assert body["total_entries"] == 199_999 and len(body["credentials"]) == 99
     elapsed = time.process_time() - started
-    assert elapsed < 5, f"built in {built:.2f}s, done in {elapsed:.2f}s"
+    assert elapsed < 25, f"built in {built:.2f}s, done in {elapsed:.2f}s"
