@@ -19,6 +19,7 @@ from pipeline.commands import (
     EXIT_USAGE,
     _sandboxes,
     cmd_backfill,
+    cmd_dashboard,
     cmd_db_upgrade,
     cmd_demo,
     cmd_reconcile,
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument(
         "--grace", type=float, default=30.0, help="seconds running streams get to stop (default 30)"
     )
+    _metrics_arguments(schedule)
     schedule.set_defaults(handler=cmd_schedule)
 
     worker = commands.add_parser(
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds running streams get to reach a page boundary on stop (default 30)",
     )
+    _metrics_arguments(worker)
     worker.set_defaults(handler=cmd_worker)
 
     backfill = commands.add_parser(
@@ -115,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--since", required=True, help="ISO date or date-time (UTC if no zone)")
     backfill.add_argument("--until", help="ISO date or date-time (default: now)")
     backfill.add_argument("--dry-run", action="store_true", help="count what it would read")
+    backfill.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        help="split the window in N windows run side by side, each resumable on its own "
+        "(jobs for the workers with the queue backend); default 1",
+    )
+    backfill.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="queue backend: queue the jobs and return without waiting for them",
+    )
     backfill.set_defaults(handler=cmd_backfill)
 
     rederive = commands.add_parser(
@@ -147,11 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--yes", action="store_true", help="do not ask")
     reset.set_defaults(handler=cmd_reset)
 
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="read-only web pages: freshness, runs, quarantine, schema drift, jobs (JSON under /api)",
+        description="Serves the dashboard until SIGTERM/Ctrl-C. It only reads (every transaction "
+        "READ ONLY); a login in the pipeline_dashboard role is enough. Binding beyond loopback "
+        "needs PIPELINE_DASHBOARD_TOKEN, which every request must then present "
+        "(Authorization: Bearer, or ?token= once in a browser).",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
+    dashboard.add_argument("--port", type=int, default=8765, help="default 8765")
+    dashboard.set_defaults(handler=cmd_dashboard)
+
     sandbox = commands.add_parser("sandbox", help="serve the API simulators in the foreground")
     _size_arguments(sandbox)
     sandbox.add_argument("--host", default="127.0.0.1")
     for name, declared in _sandboxes().items():
         sandbox.add_argument(f"--{name}-port", type=int, default=declared.port)
+    sandbox.add_argument(
+        "--accounts",
+        type=_account_count,
+        default=1,
+        metavar="N",
+        help="each simulator plays N accounts of its API on its one port (1-26), "
+        "each with its own data and credentials: one [sources.<source>_a] ... table each",
+    )
     sandbox.set_defaults(handler=cmd_sandbox)
 
     demo = commands.add_parser(
@@ -161,6 +196,36 @@ def build_parser() -> argparse.ArgumentParser:
     _size_arguments(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    """`/metrics` for Prometheus, off unless a port is given."""
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: not served)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container)",
+    )
+
+
+def _port(value: str) -> int:
+    port = int(value) if value.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a TCP port from 0 to 65535")
+    return port
+
+
+def _account_count(value: str) -> int:
+    count = int(value) if value.isdigit() else 0
+    if not 1 <= count <= 26:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a number of accounts from 1 to 26")
+    return count
 
 
 def _size_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import ConfigError, Settings, load_settings, resolve_config_path
@@ -111,12 +112,15 @@ async def _run_streams(
     check: Callable[[list[Any]], None] | None = None,
     *,
     queueable: bool = True,
+    slices: int = 1,
 ) -> tuple[list[Any], bool]:
     """Validate, connect, check the schema, run; a first SIGTERM/Ctrl-C stops at a page
     boundary. `check` may refuse the chosen streams (a ConfigError) before anything runs.
     With the queue backend (and a `queueable` command) the runs are jobs for the workers, and
-    a stop ends the waiting only. Returns the outcomes and whether a stop was asked for."""
-    from pipeline.run import Runner
+    a stop ends the waiting only. `slices` > 1 cuts a backfill's window in that many runs side
+    by side (`pipeline.run.slices`). Returns the outcomes and whether a stop was asked for."""
+    from pipeline.extract.limits import LimitsBySource
+    from pipeline.run import Runner, sliced_by_rows
     from pipeline.shutdown import GracefulStop
     from pipeline.targets import select_streams
 
@@ -136,16 +140,33 @@ async def _run_streams(
     engine = await _engine_for(settings, url)
     try:
         await _require_current_schema(engine)
+        modes = [mode] if slices == 1 else await sliced_by_rows(engine, targets, mode, slices)
         if queued:
-            return await _through_queue(args, engine, url, targets, mode)
-        outcomes = await Runner(engine, mode=mode, stop=stop.event, progress=progress).run(targets)
+            return await _through_queue(args, engine, url, targets, modes)
+        limits = LimitsBySource()  # slices share each source's cap and rate, as streams do
+        results = await asyncio.gather(
+            *(
+                Runner(engine, mode=m, stop=stop.event, progress=progress, limits=limits).run(
+                    targets
+                )
+                for m in modes
+            )
+        )
+        outcomes = [_labelled(o, m) for m, found in zip(modes, results, strict=True) for o in found]
     finally:
         await engine.dispose()
     return outcomes, stop.event.is_set()
 
 
+def _labelled(outcome: Any, mode: Any) -> Any:
+    """A slice's outcome names its window, as the one stream's slices share its key."""
+    if mode.sliced:
+        outcome.key = f"{outcome.key} [{mode.window}]"
+    return outcome
+
+
 async def _through_queue(
-    args: argparse.Namespace, engine: Any, url: str, targets: list[Any], mode: Any
+    args: argparse.Namespace, engine: Any, url: str, targets: list[Any], modes: list[Any]
 ) -> tuple[list[Any], bool]:
     """Defer one job per stream and, unless `--no-wait`, wait for them; Ctrl-C ends the wait,
     not the jobs."""
@@ -155,7 +176,7 @@ async def _through_queue(
 
     app = queue_app(url, pool_size=2)
     async with app.open_async():
-        deferred = [await defer(app, StreamJob.new(t.key, mode)) for t in targets]
+        deferred = [await defer(app, StreamJob.new(t.key, m)) for m in modes for t in targets]
     for d in deferred:
         how = "already waiting" if d.joined else "queued"
         console().print(
@@ -173,7 +194,7 @@ async def _through_queue(
                 "stopped waiting; the jobs stay queued for the workers", highlight=False
             )
             return [], True
-    return outcomes, False
+    return [_labelled(o, d.job.mode()) for o, d in zip(outcomes, deferred, strict=True)], False
 
 
 async def cmd_sync(args: argparse.Namespace) -> int:
@@ -203,11 +224,15 @@ async def cmd_backfill(args: argparse.Namespace) -> int:
     since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
     if until is not None and until < since:
         raise ConfigError("--until is before --since; give a window that moves forward in time")
+    if args.slices < 1:
+        raise ConfigError(f"--slices {args.slices}: give 1 or more")
     mode = Mode("backfill", since=since, until=until, dry_run=args.dry_run)
     label = f"backfill {args.stream}" + (" (dry run)" if args.dry_run else "")
     with ProgressDisplay(console(), label) as progress:
-        outcomes, stopped = await _run_streams(args, [args.stream], mode, progress)
-    if args.dry_run:
+        outcomes, stopped = await _run_streams(
+            args, [args.stream], mode, progress, slices=args.slices
+        )
+    if args.dry_run and outcomes:
         for o in outcomes:
             console().print(
                 f"{o.key}: would read {o.pages} pages and upsert {o.totals.read} records "
@@ -215,7 +240,7 @@ async def cmd_backfill(args: argparse.Namespace) -> int:
                 + (f" ({o.status}: {o.error})" if o.error else ""),
                 highlight=False,
             )
-    else:
+    elif outcomes:
         print_outcomes(outcomes, console(), title=label)
     return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
 
@@ -297,6 +322,26 @@ async def cmd_reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.asynccontextmanager
+async def _serving_metrics(
+    args: argparse.Namespace, settings: Settings, engine: Any
+) -> AsyncIterator[None]:
+    """`/metrics` while the block runs, when `--metrics-port` is given: every enabled
+    stream's series declared, its last success read from the database first."""
+    if args.metrics_port is None:
+        yield
+        return
+    from pipeline.metrics.freshness import Freshness
+    from pipeline.metrics.server import serving_metrics
+    from pipeline.targets import select_streams
+
+    freshness = Freshness(engine, select_streams(settings, []))
+    freshness.declare()
+    await freshness.refresh()
+    async with serving_metrics(args.metrics_host, args.metrics_port, refresh=freshness.refresh):
+        yield
+
+
 async def cmd_schedule(args: argparse.Namespace) -> int:
     from pipeline.scheduler import StreamScheduler
     from pipeline.shutdown import GracefulStop
@@ -308,8 +353,9 @@ async def cmd_schedule(args: argparse.Namespace) -> int:
     engine = await _engine_for(settings, url)
     try:
         await _require_current_schema(engine)
-        scheduler = StreamScheduler(settings, engine, stop.event, database_url=url)
-        await scheduler.serve(grace_seconds=args.grace)
+        async with _serving_metrics(args, settings, engine):
+            scheduler = StreamScheduler(settings, engine, stop.event, database_url=url)
+            await scheduler.serve(grace_seconds=args.grace)
     finally:
         await engine.dispose()
     return EXIT_OK
@@ -335,10 +381,18 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     try:
         await _require_current_schema(engine)
     finally:
+        await engine.dispose()  # the worker has its own; this one reconnects for /metrics only
+    try:
+        async with _serving_metrics(args, settings, engine):
+            await serve(
+                settings,
+                url,
+                concurrency=args.concurrency,
+                stop=stop.event,
+                grace_seconds=args.grace,
+            )
+    finally:
         await engine.dispose()
-    await serve(
-        settings, url, concurrency=args.concurrency, stop=stop.event, grace_seconds=args.grace
-    )
     return EXIT_OK
 
 
@@ -362,6 +416,61 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if needs_attention(statuses) else EXIT_OK
 
 
+async def cmd_dashboard(args: argparse.Namespace) -> int:
+    from pipeline import db, dberrors
+    from pipeline.dashboard import build_app, serve
+    from pipeline.dashboard.auth import TOKEN_ENV, check_bind
+    from pipeline.shutdown import GracefulStop
+
+    token = os.environ.get(TOKEN_ENV) or None
+    check_bind(args.host, token)
+    if token:
+        secrets.add([token])
+    settings = _settings(args, require_file=False)
+    stop = GracefulStop(grace_seconds=5)
+    stop.install()
+    url = await _database_url(settings)
+    engine = db.create_engine(
+        url, pool_size=5, read_only=True, application_name="pipeline dashboard"
+    )
+    try:
+        try:
+            await db.wait_until_reachable(engine)
+        except dberrors.ConnectFailed as exc:
+            raise ConfigError(
+                dberrors.connect_message(exc.error, settings.database_setting, url)
+            ) from None
+        await _require_current_schema(engine)
+        from pipeline.metrics.freshness import Freshness
+        from pipeline.metrics.server import metrics_endpoint
+        from pipeline.targets import select_streams
+
+        # It runs no stream: its /metrics is each stream's last success, read on a scrape.
+        freshness = Freshness(engine, select_streams(settings, []))
+        freshness.declare()
+        app = build_app(engine, settings, token=token, metrics=metrics_endpoint(freshness.refresh))
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        ready = f"dashboard at http://{host}:{args.port}/ (JSON under /api/); Ctrl-C stops it"
+        if token:
+            ready += "; every request must present the token"
+        try:
+            await serve(
+                app,
+                args.host,
+                args.port,
+                stop.event,
+                ready=lambda: console().print(ready, highlight=False),
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"dashboard: cannot listen on {host}:{args.port} ({exc.strerror or exc}); "
+                "choose another --port or --host"
+            ) from None
+    finally:
+        await engine.dispose()
+    return EXIT_OK
+
+
 def _sizes(args: argparse.Namespace) -> dict[str, int]:
     return {s.name: getattr(args, s.name) for sb in _sandboxes().values() for s in sb.sizes}
 
@@ -370,7 +479,13 @@ async def cmd_sandbox(args: argparse.Namespace) -> int:
     from pipeline.demo import serve_sandbox
 
     ports = {name: getattr(args, f"{name}_port") for name in _sandboxes()}
-    await serve_sandbox(sizes=_sizes(args), host=args.host, ports=ports, console=console())
+    await serve_sandbox(
+        sizes=_sizes(args),
+        host=args.host,
+        ports=ports,
+        console=console(),
+        accounts=args.accounts,
+    )
     return EXIT_OK
 
 

@@ -152,6 +152,13 @@ def _validate(
 
     execution_table = raw.get("execution", {})
     _expect_table(execution_table, label, ("execution",))
+    if backend := environ.get("PIPELINE_BACKEND"):  # as DATABASE_URL: a deployment's choice
+        if backend not in ("local", "queue"):
+            raise ConfigError(
+                f"{label}: PIPELINE_BACKEND (environment, overrides execution.backend): "
+                f"{backend!r} is not a backend; set it to local or queue, or unset it"
+            )
+        execution_table = {**execution_table, "backend": backend}
     try:
         execution = ExecutionSettings.model_validate(execution_table)
     except ValidationError as exc:

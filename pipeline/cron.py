@@ -22,28 +22,19 @@ def _crontab_weekdays(field: str) -> str:
 def cron_trigger(expression: str) -> CronTrigger:
     """Raises ValueError with a readable reason."""
     fields = expression.split()
-    if len(fields) == 5:
-        minute, hour, day, month, day_of_week = fields
-        return CronTrigger(
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=_crontab_weekdays(day_of_week),
-            timezone=UTC,
-        )
-    if len(fields) == 6:
-        second, minute, hour, day, month, day_of_week = fields
-        return CronTrigger(
-            second=second,
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=_crontab_weekdays(day_of_week),
-            timezone=UTC,
-        )
-    raise ValueError(f"expected 5 cron fields (or 6 with seconds first), got {len(fields)}")
+    if len(fields) not in (5, 6):
+        raise ValueError(f"expected 5 cron fields (or 6 with seconds first), got {len(fields)}")
+    second = fields.pop(0) if len(fields) == 6 else "0"
+    minute, hour, day, month, day_of_week = fields
+    return CronTrigger(
+        second=second,
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=_crontab_weekdays(day_of_week),
+        timezone=UTC,
+    )
 
 
 def period(expression: str, now: datetime | None = None) -> timedelta:

@@ -103,13 +103,20 @@ async def drop_database(url: str, name: str) -> None:
         await conn.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, read_only: bool = False, application_name: str = "pipeline"
+) -> AsyncEngine:
+    """`read_only`: every transaction of its sessions is READ ONLY (`default_transaction_read_only`),
+    autocommitted statements included, so a reader cannot write even under a role that may."""
+    server_settings = {"application_name": application_name}
+    if read_only:
+        server_settings["default_transaction_read_only"] = "on"
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": "pipeline"}},
+        connect_args={"server_settings": server_settings},
     )
 
 

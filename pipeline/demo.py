@@ -22,7 +22,7 @@ from pipeline.config import settings_from_mapping
 from pipeline.logs import secrets
 from pipeline.report import exit_code, print_outcomes
 from pipeline.run import Runner, StreamOutcome
-from pipeline.sandbox import SANDBOXES, RunningSimulator, Simulator, serve
+from pipeline.sandbox import SANDBOXES, RunningSimulator, Simulator, serve, serve_accounts
 from pipeline.sources import SOURCES
 from pipeline.targets import select_streams
 
@@ -45,7 +45,7 @@ def source_settings(name: str, running: RunningSimulator) -> dict[str, Any]:
     return SANDBOXES[name].settings(running)
 
 
-def _toml_snippet(sources: Mapping[str, Mapping[str, Any]]) -> str:
+def toml_tables(sources: Mapping[str, Mapping[str, Any]]) -> str:
     lines = []
     for name, body in sources.items():
         lines.append(f"[sources.{name}]")
@@ -70,20 +70,55 @@ async def _serve_all(
 
 
 async def serve_sandbox(
-    *, sizes: Mapping[str, int], host: str, ports: Mapping[str, int], console: Console
+    *,
+    sizes: Mapping[str, int],
+    host: str,
+    ports: Mapping[str, int],
+    console: Console,
+    accounts: int = 1,
 ) -> None:
+    """Serve every simulator until cancelled, printing a pipeline.toml for them. With several
+    `accounts`, each source's server plays that many accounts of its API (`<source>_a`, ...,
+    each with its own seed and credentials), one [sources.<instance>] table each."""
     async with AsyncExitStack() as stack:
-        running = await _serve_all(stack, build_simulators(sizes), host, ports)
-        sources = {name: source_settings(name, r) for name, r in running.items()}
-        for name in running:
-            console.print(f"{SOURCES[name].title} simulator: {sources[name]['base_url']}")
-        console.print(
-            "Control routes: <url>/_sandbox/records, /_sandbox/mutate, /_sandbox/faults ..."
-        )
+        if accounts == 1:
+            running = await _serve_all(stack, build_simulators(sizes), host, ports)
+            sources = {name: source_settings(name, r) for name, r in running.items()}
+            urls = {name: sources[name]["base_url"] for name in running}
+            control = "<url>/_sandbox/records, /_sandbox/mutate, /_sandbox/faults ..."
+        else:
+            sources, urls = await _serve_accounts(stack, sizes, host, ports, accounts)
+            control = "<url>/_sandbox/accounts/<instance>/records, .../mutate, .../faults ..."
+        for name, url in urls.items():
+            console.print(f"{SOURCES[name].title} simulator: {url}")
+        console.print(f"Control routes: {control}")
         console.print("\nA pipeline.toml for these simulators:\n")
-        console.print(_toml_snippet(sources), markup=False, highlight=False, soft_wrap=True)
+        console.print(toml_tables(sources), markup=False, highlight=False, soft_wrap=True)
         console.print("Serving until Ctrl-C.")
         await asyncio.Event().wait()
+
+
+async def _serve_accounts(
+    stack: AsyncExitStack,
+    sizes: Mapping[str, int],
+    host: str,
+    ports: Mapping[str, int],
+    count: int,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """One server of `count` accounts per source: the tables of its instances, and its URL
+    (with the accounts it plays)."""
+    sources: dict[str, dict[str, Any]] = {}
+    urls = {}
+    for name, sandbox in SANDBOXES.items():
+        names = sandbox.account_names(count)
+        seeds = {instance: DEMO_SEED + i for i, instance in enumerate(names)}
+        server = await stack.enter_async_context(
+            serve_accounts(sandbox.build_accounts(seeds, sizes), host, ports.get(name, 0))
+        )
+        for instance, account in server.each().items():
+            sources[instance] = {"type": name, **sandbox.settings(account)}
+        urls[name] = f"{server.url}{sandbox.api_path} ({count} accounts: {', '.join(names)})"
+    return sources, urls
 
 
 def _change_sources(sims: Mapping[str, Simulator], rng: random.Random) -> str:

@@ -116,8 +116,7 @@ def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> None
         redact_secrets,
     ]
     if fmt == "json":
-        processors = [
-            *shared,
+        rendering: list[Any] = [
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(
                 serializer=lambda obj, **_: orjson.dumps(obj, default=str).decode()
@@ -125,11 +124,9 @@ def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> None
             _redact_rendered,
         ]
     else:
-        processors = [
-            *shared,
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
-            _redact_rendered,
-        ]
+        rendering = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()), _redact_rendered]
+    processors = [*shared, *rendering]
+    _route_stdlib_logging(shared, rendering)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -138,6 +135,32 @@ def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> None
         logger_factory=lambda *_: _StderrLogger(),
         cache_logger_on_first_use=False,
     )
+
+
+class _StderrHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _StderrLogger().msg(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _route_stdlib_logging(shared: list[Any], rendering: list[Any]) -> None:
+    """Libraries that log through `logging` (the job queue, the connection pool) come out as
+    our lines do: the same format, the run's context, secrets masked. Their warnings and
+    errors only: their progress is in our own events."""
+    handler = _StderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)  # configured again (tests): one handler, not two
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -4,6 +4,7 @@ its schedule's period (or that never succeeded) is stale. Monitoring reads `--js
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -101,8 +102,12 @@ def _entries(settings: Settings | None) -> list[tuple[SourceSpec, Stream, Stream
 
 
 async def stream_statuses(
-    engine: AsyncEngine, settings: Settings | None = None, now: datetime | None = None
+    engine: AsyncEngine,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+    only: Collection[str] | None = None,
 ) -> list[StreamStatus]:
+    """`only`: the stream keys wanted (the dashboard's page of one stream); default all."""
     now = now or datetime.now(UTC)
     out = []
     # Each statement its own snapshot, whatever the server's default isolation (`_last_run`).
@@ -112,6 +117,8 @@ async def stream_statuses(
         jobs = await jobs_by_stream(conn) if queued else {}
         for spec, stream, target in _entries(settings):
             key = target.key if target else f"{spec.name}.{stream.name}"
+            if only is not None and key not in only:
+                continue
             params = {"stream": key}
             last = await _last_run(conn, params)
             last_success = (await conn.execute(_LAST_SUCCESS, params)).scalar()

@@ -142,7 +142,7 @@ def _child_table(spec: SourceSpec, stream: Stream, child: ChildTable) -> sa.Tabl
     )
 
 
-def _streams_with_parents(spec: SourceSpec) -> list[Stream]:
+def streams_with_tables(spec: SourceSpec) -> list[Stream]:
     """The source's streams, plus the parents of partitioned streams (they have tables too)."""
     out: list[Stream] = []
     for stream in spec.streams:
@@ -155,12 +155,12 @@ def _streams_with_parents(spec: SourceSpec) -> list[Stream]:
 STREAM_TABLES: dict[str, sa.Table] = {
     f"{spec.name}.{stream.name}": _stream_table(spec, stream)
     for spec in SOURCES.values()
-    for stream in _streams_with_parents(spec)
+    for stream in streams_with_tables(spec)
 }
 
 CHILD_TABLES: dict[str, sa.Table] = {
     f"{spec.name}.{child.name}": _child_table(spec, stream, child)
     for spec in SOURCES.values()
-    for stream in _streams_with_parents(spec)
+    for stream in streams_with_tables(spec)
     for child in stream.children
 }

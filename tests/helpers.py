@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline.config import Settings, settings_from_mapping
 from pipeline.logs import secrets
 from pipeline.run import Runner, StreamOutcome
-from pipeline.sandbox import SANDBOXES, RunningSimulator
+from pipeline.sandbox import SANDBOXES, RunningAccounts, RunningSimulator
 from pipeline.sources import SOURCES
 from pipeline.targets import select_streams
 from tests.source_limits import expect_settings
@@ -116,10 +118,16 @@ async def execute(engine: AsyncEngine, sql: str, **params: Any) -> int:
 
 
 def instance_settings(
-    instances: dict[str, RunningSimulator], extra: dict[str, dict[str, Any]] | None = None
+    instances: dict[str, RunningSimulator] | RunningAccounts,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> Settings:
     """Settings with several accounts of one API: `[sources.<instance>]` with `type` = the
-    simulator's source, each pointing at its own running simulator."""
+    simulator's source, each pointing at its own running simulator, or at its account of one
+    server of several (a `RunningAccounts`: one instance per account, named after it; or pick
+    accounts with `running.account(name)`). Each account is held to its instance's limits and
+    the server to their sum (tests/source_limits.py)."""
+    if isinstance(instances, RunningAccounts):
+        instances = instances.each()
     fast = {"backoff_seconds": 0.01, "timeout_seconds": 5}
     sources = {
         name: {
@@ -134,3 +142,17 @@ def instance_settings(
     secrets.add(settings.secret_values())
     expect_settings(settings, dict(instances))
     return settings
+
+
+def write_config(path: Path, tables: dict[str, dict[str, Any]]) -> Path:
+    """A pipeline.toml of `tables` by dotted name (`"sources.<name>.streams.<stream>"`), for
+    tests that run the `pipeline` command. Values as JSON writes them are TOML's too."""
+    lines = []
+    for name, body in tables.items():
+        lines.append(f"[{name}]")
+        lines += [
+            f"{key} = {json.dumps(value)}" for key, value in body.items() if value is not None
+        ]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -17,12 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.helpers import rows, scalar
 
 # Heartbeats every half second; a worker silent for 2 s is dead (the default is 10 s / 60 s).
-QUEUE_SETTINGS = """
-[execution]
-backend = "queue"
-heartbeat_seconds = 0.5
-stalled_after_seconds = 2
-"""
+QUEUE_EXECUTION = {"backend": "queue", "heartbeat_seconds": 0.5, "stalled_after_seconds": 2}
 
 
 class Processes:
@@ -127,4 +122,4 @@ async def pages_running(engine: AsyncEngine, stream: str) -> int:
     )
 
 
-__all__ = ["QUEUE_SETTINGS", "Processes", "jobs", "pages_running", "processes", "until"]
+__all__ = ["QUEUE_EXECUTION", "Processes", "jobs", "pages_running", "processes", "until"]

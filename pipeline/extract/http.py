@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from pipeline import metrics
 from pipeline.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -204,6 +205,7 @@ class HttpClient:
                         attempts=attempt,
                     ) from None
                 wait = self._backoff(attempt, exc.retry_after)
+                metrics.http_retry(self.source, exc.reason)
                 log.warning(
                     "http_retry",
                     source=self.source,
@@ -236,11 +238,18 @@ class HttpClient:
         data: Any,
         allow_redirects: bool,
     ) -> tuple[int, Mapping[str, str], bytes, aiohttp.ClientResponse]:
-        async with self.session.request(
-            method, self.url(path), headers=headers, data=data, allow_redirects=allow_redirects
-        ) as resp:
-            body = await self._read_body(resp, method, path)
-            return resp.status, resp.headers, body, resp
+        answered = False
+        try:
+            async with self.session.request(
+                method, self.url(path), headers=headers, data=data, allow_redirects=allow_redirects
+            ) as resp:
+                answered = True
+                metrics.http_response(self.source, resp.status)
+                body = await self._read_body(resp, method, path)
+                return resp.status, resp.headers, body, resp
+        except (TimeoutError, aiohttp.ClientConnectionError):
+            self._unanswered(answered)
+            raise
 
     async def _in_slot(self, send: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """`send(*args)`: one request, in a slot of the source's cap, sent at the source's
@@ -306,12 +315,16 @@ class HttpClient:
         expect: BodyCheck | None,
         parse: BodyParser,
     ) -> JsonResponse:
+        answered = False  # this hop's answer is counted; else its failure is
         try:
             url, query = URL(self.url(path)), params
             for _hop in range(MAX_REDIRECTS + 1):
+                answered = False
                 async with self.session.request(
                     method, url, params=query, headers=headers, data=data, allow_redirects=False
                 ) as resp:
+                    answered = True
+                    metrics.http_response(self.source, resp.status)
                     target = self._redirect_target(method, path, resp)
                     if target is None:
                         body = await self._read_body(resp, method, path)
@@ -326,11 +339,22 @@ class HttpClient:
                 "Point base_url at the API's final address",
             )
         except TimeoutError:
-            raise Retriable(None, "timed out") from None
+            self._unanswered(answered)
+            raise Retriable(None, "timed out", reason="timeout") from None
         except aiohttp.ClientPayloadError as exc:
-            raise Retriable(None, f"connection broke mid-body ({type(exc).__name__})") from None
+            self._unanswered(answered)
+            detail = f"connection broke mid-body ({type(exc).__name__})"
+            raise Retriable(None, detail, reason="connection") from None
         except aiohttp.ClientConnectionError as exc:
-            raise Retriable(None, f"connection error ({type(exc).__name__})") from None
+            self._unanswered(answered)
+            detail = f"connection error ({type(exc).__name__})"
+            raise Retriable(None, detail, reason="connection") from None
+
+    def _unanswered(self, answered: bool) -> None:
+        """A request that got no answer is counted as such (one whose body broke off was
+        counted by its status)."""
+        if not answered:
+            metrics.http_response(self.source, None)
 
     def _redirect_target(self, method: str, path: str, resp: aiohttp.ClientResponse) -> URL | None:
         """Where a redirect points, if it is one we follow: same scheme, host and port as

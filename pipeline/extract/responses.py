@@ -36,13 +36,26 @@ class JsonResponse:
 
 
 class Retriable(Exception):
-    """A failed attempt worth another: the client backs off (or waits `retry_after`)."""
+    """A failed attempt worth another: the client backs off (or waits `retry_after`).
+    `reason`, for the retry counter: the HTTP status, 'malformed_body' for a 2xx that is not
+    the JSON expected, or what the raiser says when no answer came ('timeout', 'connection')."""
 
-    def __init__(self, status: int | None, detail: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int | None,
+        detail: str,
+        retry_after: float | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.retry_after = retry_after
+        if reason is None:
+            in_2xx = status is not None and 200 <= status < 300
+            reason = "malformed_body" if in_2xx else str(status) if status else "no_answer"
+        self.reason = reason
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -19,7 +19,7 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.counts import latest
 from pipeline.load.prepare import Batch, PreparedBatch, Rejected
@@ -27,13 +27,22 @@ from pipeline.load.prepare import Batch, PreparedBatch, Rejected
 Prepare = Callable[[Sequence[Any], bool], PreparedBatch]
 
 
-class HeldWrites:
-    """`prepare`: the scan's pure stage, to prepare the held records again when released."""
+class Gauge(Protocol):
+    def set(self, value: float) -> None: ...
 
-    def __init__(self, prepare: Prepare, records: int, seconds: float) -> None:
+
+class HeldWrites:
+    """`prepare`: the scan's pure stage, to prepare the held records again when released.
+    `gauge`: told how many records wait (`pipeline_held_rows`), at each page held and each
+    release."""
+
+    def __init__(
+        self, prepare: Prepare, records: int, seconds: float, gauge: Gauge | None = None
+    ) -> None:
         self._prepare = prepare
         self._records = records  # how many make a batch
         self._seconds = seconds  # how long they may wait (and the run's counts go stale)
+        self._gauge = gauge
         self._reset()
 
     def _reset(self) -> None:
@@ -45,6 +54,8 @@ class HeldWrites:
         self._read = self._unchanged = 0
         self._latest: datetime | None = None
         self._since = 0.0
+        if self._gauge is not None:
+            self._gauge.set(0)
 
     def __bool__(self) -> bool:
         return bool(self._numbers)
@@ -70,6 +81,8 @@ class HeldWrites:
         self._read += prepared.read
         self._unchanged += prepared.unchanged
         self._latest = latest(self._latest, prepared.unchanged_max_cursor)
+        if self._gauge is not None:
+            self._gauge.set(len(self._ends) + len(self._rejected))
         return True
 
     def due(self) -> bool:
@@ -92,3 +105,7 @@ class HeldWrites:
         batch = Batch(tuple(self._numbers.tolist()), prepared)
         self._reset()
         return batch
+
+    def discard(self) -> None:
+        """Drop what is held: the scan failed, and the next one finds these writes again."""
+        self._reset()

@@ -39,6 +39,9 @@ QUARANTINE = (
 # A stream run's advisory lock: one run of a stream at a time, across processes and machines.
 TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
+# Slices of one backfill share their stream's lock: together, never beside another run.
+TRY_LOCK_SHARED = "SELECT pg_try_advisory_lock_shared(hashtextextended($1, 0))"
+UNLOCK_SHARED = "SELECT pg_advisory_unlock_shared(hashtextextended($1, 0))"
 
 # A table's secondary indexes (what a first load may build at its end instead of row by row).
 SECONDARY_INDEXES = (

@@ -35,6 +35,10 @@ class StoppedForShutdown(Exception):
     """The worker was asked to stop: the run ended at a page boundary; the job runs again."""
 
 
+class DatabaseLost(Exception):
+    """The run failed because the database went away; it is retried after a pause."""
+
+
 class StreamRunFailed(Exception):
     """The stream's run failed (its error is in `sync_runs`); retrying is the next run's job."""
 
@@ -49,6 +53,7 @@ class StreamJob:
     since: str | None = None
     until: str | None = None
     dry_run: bool = False
+    sliced: bool = False  # one window of a backfill split in slices
 
     @classmethod
     def new(cls, key: str, mode: Any, run_id: uuid.UUID | None = None) -> StreamJob:
@@ -59,6 +64,7 @@ class StreamJob:
             since=_iso(mode.since),
             until=_iso(mode.until),
             dry_run=mode.dry_run,
+            sliced=mode.sliced,
         )
 
     @property
@@ -84,6 +90,7 @@ class StreamJob:
             since=_moment(self.since),
             until=_moment(self.until),
             dry_run=self.dry_run,
+            sliced=self.sliced,
         )
 
 
@@ -95,13 +102,20 @@ def _moment(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text is not None else None
 
 
+DATABASE_RETRY_SECONDS = 5
+DATABASE_RETRIES = 12  # a minute of a database away; then the job fails
+
+
 class RetryWhenStopped(BaseRetryStrategy):
-    """Retry a job its worker stopped (SIGTERM, or cancelled after the grace time), at once;
-    never one whose stream failed: the next scheduled run is that retry."""
+    """Retry a job its worker stopped (SIGTERM, or cancelled after the grace time) at once, and
+    one the database failed under after a pause; never one whose source failed (the HTTP
+    client has retried already; the next scheduled run is the retry)."""
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         if isinstance(exception, StoppedForShutdown):
             return RetryDecision(retry_in={"seconds": 0})
+        if isinstance(exception, DatabaseLost) and job.attempts < DATABASE_RETRIES:
+            return RetryDecision(retry_in={"seconds": DATABASE_RETRY_SECONDS})
         return None
 
 
@@ -134,6 +148,7 @@ async def run_stream_job(
 __all__ = [
     "QUEUE",
     "TASK_NAME",
+    "DatabaseLost",
     "RetryWhenStopped",
     "StoppedForShutdown",
     "StreamJob",

@@ -35,6 +35,7 @@ from pipeline.logs import get_logger, secrets
 from pipeline.queue.app import (
     QUEUE,
     TASK_NAME,
+    DatabaseLost,
     StoppedForShutdown,
     StreamJob,
     StreamRunFailed,
@@ -94,6 +95,8 @@ async def run_job(context: JobContext, job: StreamJob) -> dict[str, Any]:
             raise
         if outcome.status == "interrupted" and resources.stop.is_set():
             raise StoppedForShutdown(f"{job.stream}: stopped at a page boundary")
+        if outcome.status == "failed" and outcome.database_lost:
+            raise DatabaseLost(outcome.error or f"{job.stream}: the database went away")
         if outcome.status in ("failed", "interrupted"):
             raise StreamRunFailed(outcome.error or f"{job.stream}: {outcome.status}")
         return {"status": outcome.status, "records": outcome.totals.read}
@@ -189,6 +192,8 @@ async def _work(
             install_signal_handlers=False,  # `pipeline.shutdown` owns the signals
             shutdown_graceful_timeout=grace_seconds,
             update_heartbeat_interval=execution.heartbeat_seconds,
+            # New jobs arrive by LISTEN/NOTIFY; a job put back (retried) is found by polling.
+            fetch_job_polling_interval=min(5.0, execution.heartbeat_seconds),
             stalled_worker_timeout=execution.stalled_after_seconds,
             additional_context={RESOURCES: resources},
         )

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from pipeline.run.runner import Runner
+from pipeline.run.slices import sliced, sliced_by_rows
 from pipeline.run.stream_run import Mode, StreamOutcome, StreamRun
 
-__all__ = ["Mode", "Runner", "StreamOutcome", "StreamRun"]
+__all__ = ["Mode", "Runner", "StreamOutcome", "StreamRun", "sliced", "sliced_by_rows"]

@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline import dberrors
+from pipeline import dberrors, metrics
 from pipeline.extract.http import HttpClient
 from pipeline.extract.limits import LimitsBySource
 from pipeline.logs import get_logger, secrets
@@ -81,6 +81,13 @@ class Runner:
                 else:
                     error = f"{target.key}: {type(result).__name__}: {result}"
                 result = StreamOutcome(target.key, "failed", error=secrets.redact(error))
+            metrics.record_outcome(
+                result,
+                stream=target.key,
+                source=target.instance,
+                source_type=target.source.name,
+                kind=self.kind,
+            )
             outcomes.append(result)
         return outcomes
 

@@ -25,7 +25,7 @@ from pipeline.errors import Interrupted, PipelineError
 from pipeline.extract.http import HttpClient
 from pipeline.extract.paginators import Fetch, Paginator
 from pipeline.load import Batch, Commit, TableWriter
-from pipeline.load.sql import TRY_LOCK, UNLOCK, lock_name
+from pipeline.load.sql import TRY_LOCK, TRY_LOCK_SHARED, UNLOCK, UNLOCK_SHARED, lock_name
 from pipeline.logs import get_logger, secrets
 from pipeline.rederive import BATCH_ROWS
 from pipeline.run.fetch import list_fetch
@@ -49,6 +49,9 @@ class StreamOutcome:
     seconds: float = 0.0
     watermark: datetime | None = None
     error: str | None = None
+    # Failed because the database went away (restart, failover): the same run would succeed
+    # once it answers, so a queue retries it (`pipeline.queue`); a source's errors are not.
+    database_lost: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,13 @@ class Mode:
     until: datetime | None = None
     dry_run: bool = False
     batch_rows: int = BATCH_ROWS  # rows per transaction of a `rederive`
+    # One window of a backfill split in several (`backfill --slices`): its checkpoint and lock
+    # are the window's, and it shares the stream's lock with the other slices.
+    sliced: bool = False
+
+    @property
+    def window(self) -> str:
+        return f"{self.since.isoformat() if self.since else ''}..{self.until.isoformat() if self.until else ''}"
 
 
 Progress = Callable[[str, Batch, PageResult], None]
@@ -105,26 +115,41 @@ class StreamRun:
         # What derived columns may use besides the record (e.g. one statistics row per day).
         self.context = {"run_date": run_start.date()}
 
-    async def run(self) -> StreamOutcome:
+    def _locks(self) -> list[tuple[str, str, str]]:
+        """(take, release, name) of each advisory lock the run holds: its stream's alone; a
+        backfill slice shares its stream's with the other slices and holds its window's."""
         name = lock_name(self.key)
-        if not await self.conn.fetchval(TRY_LOCK, name):
-            log.warning(
-                "stream_locked_skipping", reason="another run of this stream is in progress"
-            )
-            self.outcome.status = "skipped"
-            self.outcome.error = "another run of this stream holds its lock; skipped"
-            return self.outcome
+        if not self.mode.sliced:
+            return [(TRY_LOCK, UNLOCK, name)]
+        return [
+            (TRY_LOCK_SHARED, UNLOCK_SHARED, name),
+            (TRY_LOCK, UNLOCK, f"{name}#backfill@{self.mode.window}"),
+        ]
+
+    async def run(self) -> StreamOutcome:
+        held: list[tuple[str, str]] = []
         try:
+            for take, release, name in self._locks():
+                if not await self.conn.fetchval(take, name):
+                    log.warning(
+                        "stream_locked_skipping", reason="another run of this stream is in progress"
+                    )
+                    self.outcome.status = "skipped"
+                    self.outcome.error = "another run of this stream holds its lock; skipped"
+                    return self.outcome
+                held.append((release, name))
             await self._run_locked()
         finally:
-            try:
-                await self.conn.execute(UNLOCK, name)
-            except dberrors.DATABASE_ERRORS:
-                pass  # a broken connection has released the lock already
+            for release, name in reversed(held):
+                try:
+                    await self.conn.execute(release, name)
+                except dberrors.DATABASE_ERRORS:
+                    pass  # a broken connection has released the lock already
         return self.outcome
 
     async def _run_locked(self) -> None:
-        await history.close_abandoned(self.conn, self.key)
+        if not self.mode.sliced:  # alone on the stream: a `running` row is abandoned
+            await history.close_abandoned(self.conn, self.key)
         state = await read_state(self.conn, self.key)
         self.outcome.watermark = state.watermark
         self.history_row = await history.begin(
@@ -147,6 +172,7 @@ class StreamRun:
             error = f"{self.key}: {exc}"
         except dberrors.DATABASE_ERRORS as exc:  # a lost connection too: not ours to report
             error = f"{self.key}: {dberrors.describe(exc)}"
+            self.outcome.database_lost = True
         except Exception as exc:
             log.exception("stream_crashed")
             error = f"{self.key}: internal error {type(exc).__name__}: {exc}; please report it"

@@ -3,6 +3,12 @@
 async with serve(SohoSimulator(customers=500)) as running:
     ...  # point a client at running.url
 
+Several accounts of one API on one server (`accounts.py`), each request answered by the
+account whose credentials it carries:
+
+async with serve_accounts(SANDBOXES["soho"].build_accounts({"soho_a": 1, "soho_b": 2})) as r:
+    ...  # r.account("soho_a"): that account as a RunningSimulator at r.url
+
 `SANDBOXES` holds each source's declaration (`spec.SandboxSource`: how the demo builds its
 simulator and points the engine at it, and what the suites run against every source need of
 it), read from the modules `pipeline.registry` lists.
@@ -15,6 +21,7 @@ from typing import Any
 
 from pipeline.registry import SOURCE_NAMES
 
+from .accounts import Accounts, RunningAccounts, serve_accounts, start_accounts
 from .afosto import AfostoSimulator
 from .core import (
     DropConnection,
@@ -54,6 +61,7 @@ SANDBOXES: dict[str, SandboxSource[Any]] = {name: _declared(name) for name in SO
 
 __all__ = [
     "SANDBOXES",
+    "Accounts",
     "AfostoSimulator",
     "DigiLockerSimulator",
     "DropConnection",
@@ -65,6 +73,7 @@ __all__ = [
     "LoggedRequest",
     "Redirect",
     "Removal",
+    "RunningAccounts",
     "RunningSimulator",
     "SandboxSource",
     "SandboxStream",
@@ -77,5 +86,7 @@ __all__ = [
     "TruncatedBody",
     "ValomniaSimulator",
     "serve",
+    "serve_accounts",
     "start",
+    "start_accounts",
 ]

@@ -41,7 +41,7 @@ from aiohttp import web
 from . import afosto_data as data
 from . import fakedata
 from .afosto_data import IdCodec, lcs_time, mix64, ms_time
-from .core import Simulator, parse_at, reason
+from .core import Simulator, account_secret, parse_at, reason
 from .spec import FaultTarget, Removal, SandboxSource, SandboxStream, Size
 
 ISSUER = "https://afosto.sandbox"
@@ -113,8 +113,11 @@ def encode_jwt(claims: dict[str, Any], secret: str) -> str:
     return f"{header}.{payload}.{b64url_encode(signature)}"
 
 
-def decode_jwt(token: str, secret: str, *, now: float, issuer: str = ISSUER) -> dict[str, Any]:
-    """The claims of a valid token; raises TokenError naming what is wrong."""
+def decode_jwt(
+    token: str, secret: str, *, now: float | None, issuer: str = ISSUER
+) -> dict[str, Any]:
+    """The claims of a valid token; raises TokenError naming what is wrong. `now=None` leaves
+    expiry unjudged (whose token it is, not whether it still holds)."""
     parts = token.split(".")
     if len(parts) != 3:
         raise TokenError("Malformed token: expected three dot-separated segments")
@@ -137,7 +140,7 @@ def decode_jwt(token: str, secret: str, *, now: float, issuer: str = ISSUER) -> 
     expires = claims.get("exp")
     if isinstance(expires, bool) or not isinstance(expires, int | float):
         raise TokenError("Token has no expiry (exp)")
-    if now >= expires:
+    if now is not None and now >= expires:
         raise TokenError("Token expired")
     return claims
 
@@ -516,8 +519,13 @@ class AfostoSimulator(Simulator):
         self._price_keys: dict[tuple[str, str, int], str] = {}
         self._seed_groups(groups, prices_per_group, start_s * 1000, end_s * 1000)
 
-        self.token = self.issue_token(READ_SCOPES, expires_in=token_lifetime)
-        self.write_token = self.issue_token(READ_SCOPES + WRITE_SCOPES, expires_in=token_lifetime)
+        self._token_lifetime = token_lifetime
+        self._issue_standing_tokens()
+
+    def _issue_standing_tokens(self) -> None:
+        lifetime = self._token_lifetime
+        self.token = self.issue_token(READ_SCOPES, expires_in=lifetime)
+        self.write_token = self.issue_token(READ_SCOPES + WRITE_SCOPES, expires_in=lifetime)
 
     # -- seeded price groups -------------------------------------------------------------
 
@@ -564,6 +572,25 @@ class AfostoSimulator(Simulator):
             "scope": " ".join(scopes),
         }
         return encode_jwt(claims, self.jwt_secret)
+
+    # -- accounts ------------------------------------------------------------------------
+
+    def assign_credentials(self, name: str) -> None:
+        """One issuer signs every tenant's tokens; the `tenant` claim says whose a token is."""
+        identity = random.Random(account_secret(self.name, name, "identity"))
+        self.tenant = fakedata.uuid4(identity)
+        self.subject = fakedata.uuid4(identity)
+        self._issue_standing_tokens()
+
+    async def claims(self, request: web.Request) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        try:
+            claims = decode_jwt(token.strip(), self.jwt_secret, now=None)
+        except TokenError:
+            return False
+        return claims.get("tenant") == self.tenant
 
     # -- reading -------------------------------------------------------------------------
 
@@ -1009,6 +1036,9 @@ class AfostoSimulator(Simulator):
             if scheme.lower() != "bearer" or not token.strip():
                 raise TokenError("The Authorization header must read 'Bearer <jwt>'")
             claims = decode_jwt(token.strip(), self.jwt_secret, now=self.clock().timestamp())
+            if claims.get("tenant") != self.tenant:
+                # [inferred] a token of the issuer for a tenant this API does not serve.
+                raise TokenError("Token is for another tenant")
         except TokenError as exc:
             raise ApiError(
                 401,

@@ -9,7 +9,9 @@ bodies); this module adds what every test needs around it:
   two page requests exactly as a live system would;
 - latency, an optional server-side rate limit, and scheduled faults (`sim.faults`);
 - a load meter (`sim.load`): API requests in flight at once and per second, at their peaks;
-- control routes under `/_sandbox/` for users of `pipeline sandbox` and subprocess tests.
+- control routes under `/_sandbox/` for users of `pipeline sandbox` and subprocess tests;
+- what lets several accounts of one API share a server (`accounts.py`): `as_account` gives a
+  simulator credentials of its own, `claims` says whether a request carries them.
 
 Nothing here knows how a client pages. Faults and hooks match on method and path only.
 """
@@ -18,15 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import itertools
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import orjson
 from aiohttp import web
@@ -34,6 +38,7 @@ from aiohttp import web
 from .meter import LoadMeter
 
 CONTROL_PREFIX = "/_sandbox/"
+ACCOUNT_NAME = re.compile(r"[a-z][a-z0-9_]*")  # an instance name in pipeline.toml
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Respond = Callable[[], Awaitable[web.StreamResponse]]
@@ -64,6 +69,16 @@ def format_seconds(seconds: int) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{date}T{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def account_secret(source: str, account: str, purpose: str, length: int = 32) -> str:
+    """A credential of an account, derived from its name: the same on every run, so
+    `pipeline sandbox --accounts N` prints the same [sources.*] tables each time, and never
+    another account's."""
+    digest = hashlib.sha256(f"{source}/{account}/{purpose}".encode()).hexdigest()
+    while len(digest) < length:
+        digest += hashlib.sha256(digest.encode()).hexdigest()
+    return digest[:length]
 
 
 def parse_at(value: Any) -> datetime | None:
@@ -402,6 +417,8 @@ class Simulator:
 
     Override `truth` and `mutate` to expose the data through the control routes, and
     `add_control_routes` for source-specific controls. All data must come from `seed`.
+    To share a server with other accounts of its API, implement `assign_credentials` and
+    `claims`, and keep every per-response touch in `decorate_response`.
     """
 
     name: ClassVar[str] = "simulator"
@@ -431,6 +448,8 @@ class Simulator:
         self._seq = itertools.count(1)
         self._jitter_rng = random.Random(seed * 7919 + 1)
         self._app: web.Application | None = None
+        # The account's name on a server of several (`as_account`); "" for a simulator alone.
+        self.account = ""
 
     # -- configuration -----------------------------------------------------------------
 
@@ -497,6 +516,38 @@ class Simulator:
         """What a user needs to point a client at this simulator (credentials included)."""
         return {"source": self.name, "seed": self.seed}
 
+    async def decorate_response(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Touch every API response just before its headers go out, faults' included (e.g.
+        headers the source sends on every answer). Runs for the account that answered."""
+
+    # -- accounts ------------------------------------------------------------------------
+
+    def as_account(self, name: str) -> Self:
+        """This simulator as the account `name` of a server of several accounts of its API
+        (`accounts.Accounts`): with credentials of its own, derived from the name, so that no
+        other account's match them. Call it before handing out any credential."""
+        if not ACCOUNT_NAME.fullmatch(name):
+            raise ValueError(
+                f"account name {name!r}: use lower-case letters, digits and _ (a letter first), "
+                "as an instance name in pipeline.toml"
+            )
+        self.account = name
+        self.assign_credentials(name)
+        return self
+
+    def assign_credentials(self, name: str) -> None:
+        """Replace every credential this simulator accepts (and any state that would make its
+        issued tokens or sessions collide with another account's) with ones derived from
+        `name`, e.g. with `account_secret(self.name, name, "token")`."""
+        raise NotImplementedError(f"the {self.name} simulator cannot play one of several accounts")
+
+    async def claims(self, request: web.Request) -> bool:
+        """Whether `request` says it comes from this account: carries its identity (token,
+        user name, client id) or a token or session it issued. Judge who, not whether rightly:
+        a wrong password or an expired token of this account is this account's to refuse.
+        Change nothing; reading the body is fine (aiohttp keeps it for the handler)."""
+        raise NotImplementedError(f"the {self.name} simulator cannot play one of several accounts")
+
     # -- response helpers ----------------------------------------------------------------
 
     def json(
@@ -528,17 +579,26 @@ class Simulator:
     def build_app(self) -> web.Application:
         """A fresh application over this simulator's state (one per server start)."""
         app = web.Application(middlewares=[self._middleware])
-        self.add_routes(app.router)
-        self._add_base_control_routes(app.router)
-        self.add_control_routes(app.router)
+        self.add_all_routes(app.router)
+        app.on_response_prepare.append(self._on_prepare)
         self._app = app
         return app
+
+    def add_all_routes(self, router: web.UrlDispatcher) -> None:
+        """The API's routes, then the control routes (the base ones, then the source's)."""
+        self.add_routes(router)
+        self._add_base_control_routes(router)
+        self.add_control_routes(router)
+
+    async def _on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        if not request.path.startswith(CONTROL_PREFIX):
+            await self.decorate_response(request, response)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(CONTROL_PREFIX):
             return await handler(request)
-        return await self._handle_api(request, handler)
+        return await self.handle_api(request, handler)
 
     def _log(self, request: web.Request) -> LoggedRequest:
         items = list(request.query.items())
@@ -557,7 +617,9 @@ class Simulator:
             del self.requests[: len(self.requests) - limit]
         return entry
 
-    async def _handle_api(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def handle_api(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Answer an API request with `handler` as this simulator does: logged, metered,
+        hooked, delayed, rate-limited and faulted."""
         self.load.started()
         try:
             return await self._answer_api(request, handler)
@@ -582,7 +644,7 @@ class Simulator:
                 await asyncio.sleep(delay)
 
             async def serve() -> web.StreamResponse:
-                return await self._call(handler, request)
+                return await self.call(handler, request)
 
             if limited:
                 # [inferred] no seed documents 429; the body is the source's error shape.
@@ -605,7 +667,7 @@ class Simulator:
             entry.status = response.status
         return response
 
-    async def _call(self, handler: Handler, request: web.Request) -> web.StreamResponse:
+    async def call(self, handler: Handler, request: web.Request) -> web.StreamResponse:
         """Run the route handler, giving router errors (404, 405) the source's error body."""
         try:
             return await handler(request)
@@ -724,12 +786,17 @@ class Simulator:
 
 @dataclass
 class RunningSimulator:
-    """A simulator listening on a socket. `url` has no trailing slash."""
+    """A simulator listening on a socket. `url` has no trailing slash.
+
+    One account of a server of several (`accounts.RunningAccounts.account`) is a
+    RunningSimulator too, at the server's URL: `server_load` is then the whole server's meter,
+    and stopping it stops the server."""
 
     sim: Simulator
     host: str
     port: int
     runner: web.AppRunner = field(repr=False)
+    server_load: LoadMeter | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -740,22 +807,22 @@ class RunningSimulator:
         await self.runner.cleanup()
 
 
-async def start(
-    sim: Simulator,
+async def listen(
+    app: web.Application,
     host: str = "127.0.0.1",
     port: int = 0,
     *,
     shutdown_timeout: float = 1.0,
     finish_abandoned: bool = False,
-) -> RunningSimulator:
-    """Serve `sim` until `stop()`; port 0 picks a free port.
+) -> tuple[web.AppRunner, int]:
+    """Serve `app` until the runner is cleaned up; port 0 picks a free port (returned).
 
     By default a request's handler is cancelled as soon as its client closes the connection,
     so a client that gives up on a stalled request does not keep its handler alive. With
     `finish_abandoned`, handlers run to the end whatever the client does, as many real servers
     (and the proxies before them) do: work a client walked away from still loads the server."""
     runner = web.AppRunner(
-        sim.build_app(),
+        app,
         access_log=None,
         handle_signals=False,
         handler_cancellation=not finish_abandoned,
@@ -768,7 +835,25 @@ async def start(
     except BaseException:
         await runner.cleanup()
         raise
-    bound_port = int(runner.addresses[0][1])
+    return runner, int(runner.addresses[0][1])
+
+
+async def start(
+    sim: Simulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    shutdown_timeout: float = 1.0,
+    finish_abandoned: bool = False,
+) -> RunningSimulator:
+    """Serve `sim` until `stop()` (see `listen` for the options)."""
+    runner, bound_port = await listen(
+        sim.build_app(),
+        host,
+        port,
+        shutdown_timeout=shutdown_timeout,
+        finish_abandoned=finish_abandoned,
+    )
     return RunningSimulator(sim=sim, host=host, port=bound_port, runner=runner)
 
 

@@ -26,14 +26,16 @@ from calendar import monthrange
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
+from email.parser import BytesParser
+from email.policy import HTTP
 from hmac import compare_digest
 from typing import Any, ClassVar
 
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from . import fakedata
-from .core import Handler, Simulator, reason
+from .core import Handler, Simulator, account_secret, reason
 from .fakedata import between, ddmmyyyy
 from .spec import FaultTarget, Removal, SandboxSource, SandboxStream
 
@@ -381,6 +383,29 @@ def _parse_ddmmyyyy(value: str | None, *, pad: bool = False) -> date | None:
         return date(int(value[4:]), int(value[2:4]), int(value[:2]))
     except ValueError:
         return None
+
+
+async def _form_fields(request: web.Request) -> dict[str, str]:
+    """The fields of a urlencoded or multipart body (ValueError when unreadable), read from the
+    body aiohttp keeps: the account that claims a request reads it before its handler does."""
+    if request.content_type == FORM:
+        return {key: str(value) for key, value in (await request.post()).items()}
+    header = request.headers.get("Content-Type", "")
+    raw = await request.read()
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + header.encode("latin-1", "replace") + b"\r\n\r\n" + raw
+    )
+    if not message.is_multipart():
+        raise ValueError("not a multipart body with its boundary")
+    fields: dict[str, str] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or part.is_multipart():
+            continue
+        data = part.get_payload(decode=True)
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
+        fields[name] = text.strip() if part.get_filename() is not None else text
+    return fields
 
 
 # --------------------------------------------------------------------------- simulator
@@ -871,23 +896,32 @@ class DigiLockerSimulator(Simulator):
             raise ApiError(
                 415, "invalid_content_type", f"The request Content-Type must be {expected}"
             )
-        fields: dict[str, str] = {}
-        if ctype == FORM:
-            for key, value in (await request.post()).items():
-                fields[key] = str(value)
-            return fields
         try:
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader) or part.name is None:
-                    continue
-                data = await part.read(decode=True)
-                text = data.decode("utf-8", "replace")
-                fields[part.name] = text.strip() if part.filename is not None else text
-        except (ValueError, AssertionError) as exc:
+            return await _form_fields(request)
+        except ValueError as exc:
             # [inferred] an unreadable multipart body counts as missing parameters.
             raise _invalid(TS_TEXT) from exc
-        return fields
+
+    # -- accounts ------------------------------------------------------------------------
+
+    def assign_credentials(self, name: str) -> None:
+        self._client_id = f"DL{name.upper()}"
+        self._client_secret = account_secret(self.name, name, "client_secret", 40)
+        if self.access_token is not None:
+            self.access_token = account_secret(self.name, name, "access_token")
+
+    async def claims(self, request: web.Request) -> bool:
+        """Its bearer token (when it wants one), and forms naming its client id."""
+        header = request.headers.get("Authorization")
+        if self.access_token is not None and header == f"Bearer {self.access_token}":
+            return True
+        if request.content_type not in (FORM, MULTIPART):
+            return False
+        try:
+            fields = await _form_fields(request)
+        except ValueError:
+            return False
+        return fields.get("clientid") == self._client_id
 
     def _authenticate(self, fields: dict[str, str]) -> None:
         """[inferred] order: ts present and an integer (400), hmac present (400), clientid

@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from . import fakedata
-from .core import Simulator, format_seconds, parse_at, reason
+from .core import Simulator, account_secret, format_seconds, parse_at, reason
 from .fakedata import between
 from .spec import FaultTarget, Removal, SandboxSource, SandboxStream, Size
 
@@ -403,6 +403,15 @@ class SohoSimulator(Simulator):
     def _authorised(self, request: web.Request) -> bool:
         # Exactly `Bearer <token>`; the seed's 401 example sends the bare token.
         return request.headers.get("Authorization") == f"Bearer {self.token}"
+
+    # -- accounts ------------------------------------------------------------------------
+
+    def assign_credentials(self, name: str) -> None:
+        self.token = account_secret(self.name, name, "token")
+
+    async def claims(self, request: web.Request) -> bool:
+        # The token is the only credential, so it is both who and whether.
+        return self._authorised(request)
 
     async def _ping(self, request: web.Request) -> web.Response:
         return self.json({})

@@ -36,7 +36,15 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from . import fakedata
-from .core import CONTROL_PREFIX, LoggedRequest, Simulator, format_seconds, parse_at, reason
+from .core import (
+    CONTROL_PREFIX,
+    LoggedRequest,
+    Simulator,
+    account_secret,
+    format_seconds,
+    parse_at,
+    reason,
+)
 from .fakedata import between
 from .soho import ruby_to_i
 from .spec import FaultTarget, Removal, SandboxSource, SandboxStream, Size
@@ -49,6 +57,7 @@ DEFAULT_HISTORY_END = datetime(2024, 1, 1, tzinfo=UTC)
 DEFAULT_TOKEN = "5f0c3b8e2a9d47c1b6e08f3a2d5c9e7b1a4f6d8c0e2b4a6c8e0f1d3b5a7c9e2f"
 DEFAULT_IDENTITY = "sandbox-identity"
 DEFAULT_KEY = "sandbox-key-8c1f4e2a9b7d3605"
+AUTH_PATH = "/auth"
 TOKEN_TTL_SECONDS = 24 * 3600  # [ext] "Tokens will be valid for 24 hours"
 FILTERS = ("member_id", "offer_id", "store_id")
 STATUSES = ("open", "redeemed", "voided")
@@ -592,7 +601,7 @@ class SparkflySimulator(Simulator):
             "source": self.name,
             "seed": self.seed,
             "base_path": API,
-            "auth_path": "/auth",
+            "auth_path": AUTH_PATH,
             "identity": self.identity,
             "key": self.key,
             "token": self._static_token,
@@ -676,15 +685,8 @@ class SparkflySimulator(Simulator):
         """[ext] `{"error": ...}`: used for faults, the rate limit and router errors."""
         return orjson.dumps({"error": message or reason(status)})
 
-    def build_app(self) -> web.Application:
-        app = super().build_app()
-        app.on_response_prepare.append(self._decorate_response)
-        return app
-
-    async def _decorate_response(self, request: web.Request, response: web.StreamResponse) -> None:
+    async def decorate_response(self, request: web.Request, response: web.StreamResponse) -> None:
         """The documented response headers on every API answer, faults included."""
-        if request.path.startswith(CONTROL_PREFIX):
-            return
         headers = response.headers
         entry = _CURRENT.get()
         runtime = max(0.0, time.monotonic() - entry.at) if entry is not None else 0.0
@@ -696,7 +698,7 @@ class SparkflySimulator(Simulator):
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Every route also answers with the `.json` URI extension [ext]."""
         e = self._endpoint
-        router.add_get("/auth", e(self._auth, authenticate=False))
+        router.add_get(AUTH_PATH, e(self._auth, authenticate=False))
         for ext in ("", ".json"):
             router.add_get(f"{BASE}{ext}", e(self._list))
             router.add_post(f"{BASE}{ext}", e(self._create))
@@ -724,6 +726,25 @@ class SparkflySimulator(Simulator):
                 return self.json(exc.body(), status=exc.status)
 
         return endpoint
+
+    # -- accounts ------------------------------------------------------------------------
+
+    def assign_credentials(self, name: str) -> None:
+        self.identity = f"sandbox-{name}"
+        self.key = account_secret(self.name, name, "key", 24)
+        if self._static_token is not None:
+            self._static_token = account_secret(self.name, name, "token", 64)
+        # Tokens are drawn from a seeded RNG: two accounts of one seed would share them.
+        self._token_rng = random.Random(account_secret(self.name, name, "tokens"))
+
+    async def claims(self, request: web.Request) -> bool:
+        """Its tokens (static or issued, expired too), and exchanges naming its identity."""
+        token = request.headers.get("X-Auth-Token")
+        if token and (token == self._static_token or token in self._tokens):
+            return True
+        if request.path == AUTH_PATH:
+            return request.headers.get("X-Auth-Identity") == self.identity
+        return False
 
     def _authenticate(self, request: web.Request) -> None:
         """`X-Auth-Token: <token>`, no prefix (001:45-49). [inferred] 401 bodies."""

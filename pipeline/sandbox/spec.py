@@ -1,7 +1,8 @@
 """What a source's sandbox module declares, so that nothing else has to name the source.
 
 `pipeline demo` and `pipeline sandbox` build every simulator from its declaration (seed and
-sizes), print or validate the [sources.<name>] table that points the engine at it, and the demo
+sizes; several accounts of it behind one server with `build_accounts`), print or validate the
+[sources.<name>] table that points the engine at it, and the demo
 changes the data between its syncs through it; the tests' `make_settings` and the benchmark's
 simulator process read the same declarations. So do the suites run against every source: the
 stream contract (`small`, `streams`) and the fault matrix (`faults`). A declaration is data
@@ -39,6 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, cast
 
+from .accounts import Accounts
 from .core import RunningSimulator, Simulator
 
 S = TypeVar("S", bound=Simulator)
@@ -167,6 +169,21 @@ class SandboxSource(Generic[S]):
         """The simulator at `sizes` (by size name; a size not given takes its default)."""
         given = sizes or {}
         return self.make(seed, {s.name: given.get(s.name, s.default) for s in self.sizes})
+
+    def build_accounts(
+        self, seeds: Mapping[str, int], sizes: Mapping[str, int] | None = None
+    ) -> Accounts:
+        """A server of several accounts, one per name in `seeds`, each `build(seed, sizes)` with
+        credentials of its own (`Simulator.as_account`); the first is the server's default.
+        For accounts of other sizes or options, build each and give them to `Accounts`."""
+        return Accounts(self.build(seed, sizes).as_account(name) for name, seed in seeds.items())
+
+    def account_names(self, count: int) -> list[str]:
+        """`<source>_a`, `<source>_b`, ...: the instance names `pipeline sandbox --accounts`
+        gives its accounts."""
+        if not 1 <= count <= 26:
+            raise ValueError(f"from 1 to 26 accounts per source, not {count}")
+        return [f"{self.name}_{chr(ord('a') + i)}" for i in range(count)]
 
     def settings(self, running: RunningSimulator) -> dict[str, Any]:
         """The [sources.<name>] table of a pipeline.toml that points at `running`."""

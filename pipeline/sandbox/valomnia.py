@@ -29,7 +29,7 @@ import orjson
 from aiohttp import web
 
 from . import fakedata
-from .core import Simulator, format_seconds, parse_at, reason
+from .core import Simulator, account_secret, format_seconds, parse_at, reason
 from .fakedata import between
 from .spec import FaultTarget, Removal, SandboxSource, SandboxStream, Size
 
@@ -44,6 +44,15 @@ _INT_RE = re.compile(r"[+-]?\d+")
 UNAUTHORIZED_DESCRIPTION = "Full authentication is required to access this resource"
 SERVER_ERROR_DESCRIPTION = "Oops! Something went wrong..."
 DELETED_DESCRIPTION = "Instance deleted successfully"
+LOGIN_PATH = "/j_spring_security_check"
+
+
+async def _login_fields(request: web.Request) -> tuple[Any, Any]:
+    """`(j_username, j_password)` from the form body or the query string, as getParameter
+    reads them (the body is kept: reading it twice is free)."""
+    form = await request.post()
+    username = form.get("j_username", request.query.get("j_username"))
+    return username, form.get("j_password", request.query.get("j_password"))
 
 
 def epoch_s(moment: datetime) -> int:
@@ -353,7 +362,7 @@ class ValomniaSimulator(Simulator):
             "source": self.name,
             "seed": self.seed,
             "base_path": f"/api/{self.version}",
-            "login_path": "/j_spring_security_check",
+            "login_path": LOGIN_PATH,
             "username": self.username,
             "password": self.password,
             "api_token": self.api_token,
@@ -474,7 +483,7 @@ class ValomniaSimulator(Simulator):
         return self.json({"error": exc.error, "error_description": exc.description}, exc.status)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_post("/j_spring_security_check", self._login)
+        router.add_post(LOGIN_PATH, self._login)
         router.add_get("/login/ajaxSuccess", self._ajax_success)
         base = "/api/{version}/authorities"
         router.add_get(base, self._list)
@@ -507,6 +516,27 @@ class ValomniaSimulator(Simulator):
         self._sessions[session_id] = (username, now)
         return session_id, username
 
+    # -- accounts ------------------------------------------------------------------------
+
+    def assign_credentials(self, name: str) -> None:
+        self.username = f"etl.{name}@example.com"
+        self.password = account_secret(self.name, name, "password", 24)
+        if self.api_token is not None:
+            self.api_token = account_secret(self.name, name, "api_token")
+        # Session ids are drawn from a seeded RNG: two accounts of one seed would share them.
+        self._session_rng = random.Random(account_secret(self.name, name, "sessions"))
+
+    async def claims(self, request: web.Request) -> bool:
+        """Logins naming its user (whatever session they carry), then its sessions and its
+        static token."""
+        if request.path == LOGIN_PATH:
+            username, _ = await _login_fields(request)
+            return username == self.username
+        if request.cookies.get("JSESSIONID") in self._sessions:
+            return True
+        header = request.headers.get("Authorization")
+        return self.api_token is not None and header == f"Bearer {self.api_token}"
+
     def _authorised(self, request: web.Request) -> bool:
         if self._session_user(request) is not None:
             return True
@@ -517,9 +547,7 @@ class ValomniaSimulator(Simulator):
     async def _login(self, request: web.Request) -> web.Response:
         """[ext] Spring Security form login. [inferred] `ajax=true` changes nothing here;
         credentials may come in the form body or the query string, as getParameter allows."""
-        form = await request.post()
-        username = form.get("j_username", request.query.get("j_username"))
-        password = form.get("j_password", request.query.get("j_password"))
+        username, password = await _login_fields(request)
         if username != self.username or password != self.password:
             # [inferred] failure shape: the API's own `{error, error_description}`.
             return self.json(

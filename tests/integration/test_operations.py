@@ -21,6 +21,7 @@ from pipeline.sandbox import HttpError, RunningSimulator, SohoSimulator, Valomni
 from pipeline.scheduler import StreamScheduler
 from pipeline.targets import select_streams
 from tests.helpers import execute, live_rows, make_settings, rows, scalar, sync
+from tests.queue_procs import Processes, processes, until
 from tests.source_limits import expect_config
 
 AUTHORITIES = "valomnia.authorities"
@@ -99,33 +100,22 @@ schedule = "* * * * * *"
 """,
             encoding="utf-8",
         )
-        env = {**os.environ, "DATABASE_URL": database_url}
+        env = {"DATABASE_URL": database_url}
         expect_config(config, env, soho)
-        replicas = [
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "pipeline",
-                "--log-format",
-                "json",
-                "--config",
-                str(config),
-                "schedule",
-                "--grace",
-                "5",
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            for _ in range(2)
-        ]
-        await asyncio.sleep(6)
-        for replica in replicas:
-            replica.send_signal(signal.SIGTERM)
-        outputs = [await asyncio.wait_for(r.communicate(), 20) for r in replicas]
+        async with processes(config, env, tmp_path) as procs:
+            replicas = [await procs.start("schedule", "--grace", "5") for _ in range(2)]
+            for replica in replicas:  # both serving before the window starts
+                await until(
+                    lambda r=replica: _said(procs, r, "job_scheduled"), what="a scheduler up"
+                )
+            await asyncio.sleep(6)
+            for replica in replicas:
+                replica.send_signal(signal.SIGTERM)
+            for replica in replicas:
+                await asyncio.wait_for(replica.wait(), 20)
+            logs = "".join(procs.output(r) for r in replicas)
 
     assert [r.returncode for r in replicas] == [0, 0]
-    logs = b"".join(err for _, err in outputs).decode()
     assert "job_scheduled" in logs and "next_run" in logs
     assert "stream_locked_skipping" in logs  # the other replica held the stream
     runs = await rows(
@@ -136,6 +126,10 @@ schedule = "* * * * * *"
     for earlier, later in itertools.pairwise(runs):
         assert earlier.finished_at is not None and earlier.finished_at <= later.started_at
     assert {r.status for r in runs} <= {"succeeded", "interrupted"}
+
+
+async def _said(procs: Processes, process: Any, text: str) -> bool:
+    return text in procs.output(process)
 
 
 # ---- backfill --------------------------------------------------------------------------------

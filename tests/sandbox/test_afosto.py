@@ -925,15 +925,17 @@ async def test_control_routes(http: aiohttp.ClientSession, afosto: RunningSimula
 
 
 async def test_200k_shipments_build_and_page_quickly(http: aiohttp.ClientSession) -> None:
-    started = time.perf_counter()
+    # Bounds catch a quadratic step (minutes at 200k), not a slow machine: CPU seconds of
+    # this process (the simulator runs in it), several times what it takes; speed is bench/'s.
+    started = time.process_time()
     sim = AfostoSimulator(contacts=20_000, shipments=200_000, parcels=300_000)
-    assert time.perf_counter() - started < 3.0
+    assert time.process_time() - started < 15.0
     async with serve(sim) as running:
-        started = time.perf_counter()
+        started = time.process_time()
         status, headers, page = await call(
             http, running, "GET", "/lcs/shipments", page=700, size=250
         )
-        assert time.perf_counter() - started < 0.5
+        assert time.process_time() - started < 3.0
         assert status == 200 and headers["x-count"] == "200000" and len(page) == 250
         ids = sim.ids("shipments")
         assert [r["id"] for r in page] == ids[174_750:175_000]

@@ -719,9 +719,11 @@ async def test_auth_endpoint_can_fail_too(
 
 
 async def test_200k_credentials_build_and_page_quickly(http: aiohttp.ClientSession) -> None:
-    started = time.perf_counter()
+    # Bounds catch a quadratic step (minutes at 200k), not a slow machine: CPU seconds of
+    # this process (the simulator runs in it), several times what it takes; speed is bench/'s.
+    started = time.process_time()
     sim = SparkflySimulator(credentials=200_000, seed=1)
-    built = time.perf_counter() - started
+    built = time.process_time() - started
     assert len(sim) == 200_000
     async with serve(sim) as running:
         for page in (1, 1000, 2000, 2001):
@@ -736,5 +738,5 @@ async def test_200k_credentials_build_and_page_quickly(http: aiohttp.ClientSessi
         sim.delete(sim.ids[5])
         body = await get_list(http, running, page=2000, per_page=100)
         assert body["total_entries"] == 199_999 and len(body["credentials"]) == 99
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5, f"built in {built:.2f}s, done in {elapsed:.2f}s"
+    elapsed = time.process_time() - started
+    assert elapsed < 25, f"built in {built:.2f}s, done in {elapsed:.2f}s"

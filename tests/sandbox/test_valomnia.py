@@ -450,7 +450,9 @@ def test_python_api() -> None:
 
 
 async def test_200k_records_page_quickly(http: aiohttp.ClientSession) -> None:
-    started = time.monotonic()
+    # Bounds catch a quadratic step (minutes at 200k), not a slow machine: CPU seconds of
+    # this process (the simulator runs in it), several times what it takes; speed is bench/'s.
+    started = time.process_time()
     sim = ValomniaSimulator(authorities=200_000, seed=1, password=VALOMNIA_PASSWORD)
     async with serve(sim) as running:
         await valomnia_login(http, running)
@@ -468,4 +470,4 @@ async def test_200k_records_page_quickly(http: aiohttp.ClientSession) -> None:
             http, running, {"lastUpdated_gte": watermark, "offset": "5000", "max": "1000"}
         )
         assert by_id["paging"]["total"] == total
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 25

@@ -86,7 +86,7 @@ def _depends_on(service: dict[str, Any]) -> dict[str, str]:
 
 def test_uses_the_compose_spec_without_version(compose: dict[str, Any]) -> None:
     assert "version" not in compose
-    assert {"postgres", "migrate", "scheduler"} <= set(compose["services"])
+    assert {"postgres", "migrate", "scheduler", "worker", "dashboard"} <= set(compose["services"])
 
 
 def test_postgres_16_with_named_volume_and_healthcheck(
@@ -138,7 +138,61 @@ def test_scheduler_waits_for_healthy_postgres_and_finished_migrations(
     assert scheduler["command"][0] == "schedule"
 
 
-@pytest.mark.parametrize("name", ["migrate", "scheduler"])
+def test_scheduler_and_workers_use_the_queue_and_workers_scale(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    worker = services["worker"]
+    args = build_parser().parse_args(_command(worker))
+    assert args.command == "worker" and args.concurrency >= 1
+    assert _depends_on(worker) == _depends_on(services["scheduler"])
+    assert worker.get("init") is True and worker.get("restart") == "unless-stopped"
+    # `--scale worker=N` refuses a fixed container name or a published host port.
+    assert "container_name" not in worker and "ports" not in worker
+    assert _environment(worker) == _environment(services["scheduler"])
+    assert _mounts(worker) == _mounts(services["scheduler"])
+    for name in ("scheduler", "worker"):
+        assert _environment(services[name])["PIPELINE_BACKEND"] == "queue", name
+    # Docker waits this long after SIGTERM: more than the worker's own grace.
+    grace = float(_command(worker)[_command(worker).index("--grace") + 1])
+    assert int(worker["stop_grace_period"].rstrip("s")) > grace
+
+
+@pytest.mark.parametrize("name", ["scheduler", "worker"])
+def test_scheduler_and_workers_serve_metrics_inside_the_network(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    args = build_parser().parse_args(_command(services[name]))
+    # Every replica on one port, reachable from Prometheus in the network; none published.
+    assert (args.metrics_port, args.metrics_host) == (9108, "0.0.0.0")
+    assert "ports" not in services[name]
+
+
+def test_the_dashboard_binds_the_container_with_a_token_and_publishes_on_loopback(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from pipeline.dashboard.auth import TOKEN_ENV, check_bind, is_loopback
+
+    dashboard = services["dashboard"]
+    args = build_parser().parse_args(_command(dashboard))
+    assert args.command == "dashboard"
+    env = _environment(dashboard)
+    # A bind beyond loopback refuses to start without the token: it comes from the host.
+    if not is_loopback(args.host):
+        assert TOKEN_ENV in env and env[TOKEN_ENV] is None, "pass the token from the host"
+        check_bind(args.host, "a token from the host")
+    # The config's ${VARIABLES} resolve as they do for the scheduler.
+    assert {k: v for k, v in env.items() if k != TOKEN_ENV} == _environment(services["scheduler"])
+    assert _mounts(dashboard) == _mounts(services["scheduler"])
+    assert _depends_on(dashboard) == _depends_on(services["scheduler"])
+    assert dashboard.get("init") is True
+    for mapping in dashboard.get("ports", []):
+        host_ip, _, container_port = str(mapping).split(":")
+        assert host_ip == "127.0.0.1", "publish on the host's loopback only"
+        assert int(container_port) == args.port
+    assert str(dashboard.get("restart", "no")).startswith(("on-failure", "unless-stopped"))
+
+
+@pytest.mark.parametrize("name", ["migrate", "scheduler", "worker", "dashboard"])
 def test_app_services_build_this_repository(services: dict[str, dict[str, Any]], name: str) -> None:
     build = services[name]["build"]
     context = build["context"] if isinstance(build, dict) else build
@@ -147,7 +201,7 @@ def test_app_services_build_this_repository(services: dict[str, dict[str, Any]],
 
 def test_every_app_command_is_a_real_subcommand(services: dict[str, dict[str, Any]]) -> None:
     app = _app_services(services)
-    assert set(app) >= {"migrate", "scheduler"}
+    assert set(app) >= {"migrate", "scheduler", "worker"}
     for name, service in app.items():
         command = _command(service)
         try:

@@ -24,6 +24,7 @@ from pipeline.config import (
     resolve_config_path,
 )
 from pipeline.logs import configure_logging
+from pipeline.settings import ExecutionSettings
 from pipeline.sources import SOURCES
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "pipeline.example.toml"
@@ -146,6 +147,7 @@ def test_example_documents_every_key_of_the_models() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     documented = set(re.findall(r"^(?:# )?([a-z_]+) = ", text, flags=re.MULTILINE))
     expected = {"url", "embedded_dir", *StreamSettings.model_fields}
+    expected |= set(ExecutionSettings.model_fields)
     for spec in SOURCES.values():
         expected |= set(spec.settings_model.model_fields) - {"streams"}
         for stream in spec.streams:
@@ -432,6 +434,19 @@ def test_database_url_from_environment_wins(tmp_path: Path) -> None:
     settings = _load(path, {"DATABASE_URL": "postgresql://env@db/warehouse"})
 
     assert settings.database_url == "postgresql://env@db/warehouse"
+
+
+def test_the_backend_from_the_environment_wins(tmp_path: Path) -> None:
+    path = _write(tmp_path, SOHO + '\n[execution]\nbackend = "local"\nheartbeat_seconds = 2\n')
+
+    assert _load(path).execution.backend == "local"
+    settings = _load(path, {"PIPELINE_BACKEND": "queue"})
+
+    assert settings.execution.backend == "queue"
+    assert settings.execution.heartbeat_seconds == 2  # the rest of the table still applies
+    message = _error(path, {"PIPELINE_BACKEND": "celery"})
+    assert message.startswith(f"{path}: PIPELINE_BACKEND"), message
+    assert "local or queue" in message
 
 
 def test_no_database_means_embedded(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline.sandbox import SohoSimulator
+from pipeline.sandbox.meter import LoadMeter
 from pipeline.settings import SourceSettings
 from tests.source_limits import LimitWatch
 
@@ -48,3 +49,22 @@ def test_a_simulator_no_settings_point_at_is_not_checked() -> None:
     for _ in range(10):
         sim.load.started()
     assert LimitWatch().violations() == []
+
+
+def test_each_account_of_a_server_is_held_to_its_instance_and_the_server_to_their_sum() -> None:
+    a, b = (SohoSimulator(customers=1).as_account(name) for name in ("soho_a", "soho_b"))
+    server = LoadMeter()
+    watch = LimitWatch()
+    watch.expect(a, "soho_a", _settings(max_concurrency=2), server)
+    watch.expect(b, "soho_b", _settings(max_concurrency=1), server)
+    for _ in range(3):
+        server.started()  # e.g. a revoked token's requests: no account claimed them
+    assert watch.violations() == []
+    b.load.started()
+    b.load.started()
+    server.started()
+    assert watch.violations() == [
+        "the server of soho_a, soho_b: saw 4 requests in flight at once; their "
+        "max_concurrency add up to 3",
+        "soho_b: the simulator saw 2 requests in flight at once; max_concurrency = 1",
+    ]

@@ -4,7 +4,8 @@ With the API's own filter where there is one (sorted streams: the paginator's `e
 scanning and keeping the records in the window. Every record read is written (the writer's
 `rewrite` mode), so a backfill repairs rows altered in the table. Progress is its own
 checkpoint (stream key + "#backfill", position or pages done) committed with each batch, so a
-crashed backfill resumes.
+crashed backfill resumes. A backfill split in slices (`--slices N`) runs one window per slice,
+concurrently, each with a checkpoint of its own (key + "#backfill@<window>").
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ async def backfill(run: StreamRun, writer: TableWriter, state: StreamState) -> N
             f"`pipeline sync {stream.name}` reloads it in full"
         )
     assert mode.since is not None
-    state_key = f"{run.key}#backfill"
+    # A slice's progress is its window's own, beside the other slices'.
+    state_key = f"{run.key}#backfill" + (f"@{mode.window}" if mode.sliced else "")
     window = {
         "since": mode.since.isoformat(),
         "until": mode.until.isoformat() if mode.until else None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pipeline import metrics
 from pipeline.counts import PageResult
 from pipeline.errors import NotFound, SourceHttpError
 from pipeline.load import Batch, Commit, TableWriter
@@ -41,7 +42,8 @@ async def read_list(
     fetch = preparing_on_arrival(fetch, paginator.records_path, writer.prepare)
     pages = paginator.pages(fetch, start=None, concurrency=run.client.max_concurrency)
     totals = PageResult()
-    held = HeldWrites(writer.prepare, HELD_RECORDS, HISTORY_EVERY_SECONDS)
+    gauge = metrics.held_rows(run.key, run.target.instance)
+    held = HeldWrites(writer.prepare, HELD_RECORDS, HISTORY_EVERY_SECONDS, gauge)
     writing: asyncio.Task[PageResult] | None = None
 
     async def written() -> None:
@@ -68,6 +70,7 @@ async def read_list(
             totals.add(await run.load(writer, held.release()))
         await writer.finish_load()
     finally:
+        held.discard()  # empty unless the scan failed
         if writing is not None:
             writing.cancel()
             await asyncio.gather(writing, return_exceptions=True)

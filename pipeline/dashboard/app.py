@@ -1,0 +1,263 @@
+"""The dashboard's aiohttp application: one loader per page, rendered as HTML (Jinja2 templates)
+or, under `/api`, as the same data in JSON.
+
+`build_app(..., metrics=handler)` mounts a `/metrics` handler beside the pages (behind the same
+token check); the Prometheus exposition itself lives with the metrics, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+import orjson
+from aiohttp import web
+from markupsafe import Markup
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline import dberrors
+from pipeline.config import Settings
+from pipeline.dashboard import quarantine, queries
+from pipeline.dashboard.auth import Handler, token_middleware
+from pipeline.dashboard.charts import Series, time_chart
+from pipeline.dashboard.drift import drift_page
+from pipeline.logs import get_logger, secrets
+
+log = get_logger(__name__)
+
+HERE = Path(__file__).resolve().parent
+ENGINE = web.AppKey("engine", AsyncEngine)
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Callable[[], datetime])
+
+# Pages load nothing but their own stylesheet: no script, no remote font, no CDN.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Page:
+    name: str
+    path: str
+    api_path: str
+    template: str
+    load: Callable[[web.Request], Awaitable[Any]]
+
+
+# ---- loaders ---------------------------------------------------------------------------------
+
+
+def _now(request: web.Request) -> datetime:
+    return request.app[CLOCK]()
+
+
+async def _overview(request: web.Request) -> queries.Overview:
+    return await queries.overview(request.app[ENGINE], request.app[SETTINGS], _now(request))
+
+
+async def _stream(request: web.Request) -> queries.StreamPage:
+    key = request.match_info["key"]
+    page = await queries.stream_page(request.app[ENGINE], request.app[SETTINGS], key, _now(request))
+    if page is None:
+        raise web.HTTPNotFound(
+            text=f"no stream {key!r}: it is not configured and has no run history or state\n"
+        )
+    return page
+
+
+def _int_or_none(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name) or None
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise web.HTTPBadRequest(text=f"{name}={value!r}: give a record id (a whole number)\n")
+    return int(value)
+
+
+async def _quarantine(request: web.Request) -> quarantine.QuarantinePage:
+    return await quarantine.quarantine_page(
+        request.app[ENGINE],
+        stream=request.query.get("stream") or None,
+        reason=request.query.get("reason") or None,
+        before=_int_or_none(request, "before"),
+    )
+
+
+async def _drift(request: web.Request) -> Any:
+    return await drift_page(request.app[ENGINE], request.app[SETTINGS], _now(request))
+
+
+async def _jobs(request: web.Request) -> queries.JobsPage:
+    return await queries.jobs_page(request.app[ENGINE], request.app[SETTINGS])
+
+
+PAGES = [
+    Page("overview", "/", "/api/overview", "overview.html", _overview),
+    Page("stream", "/streams/{key}", "/api/streams/{key}", "stream.html", _stream),
+    Page("quarantine", "/quarantine", "/api/quarantine", "quarantine.html", _quarantine),
+    Page("drift", "/drift", "/api/drift", "drift.html", _drift),
+    Page("jobs", "/jobs", "/api/jobs", "jobs.html", _jobs),
+]
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = abs(seconds)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}".replace(".0 ", " ")
+    return f"{seconds:.1f} s"
+
+
+def _number(value: int | float | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def stream_charts(page: queries.StreamPage, end: datetime) -> list[Markup]:
+    runs = [r for r in page.runs if r.finished_at is not None]
+    records = [
+        Series("read", [(r.started_at, r.read) for r in runs]),
+        Series("written", [(r.started_at, r.written) for r in runs]),
+    ]
+    duration = [Series("duration", [(r.started_at, r.duration_seconds or 0.0) for r in runs])]
+    return [
+        time_chart("records per run", records, page.since, end),
+        time_chart("run duration", duration, page.since, end, unit=" s"),
+    ]
+
+
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # quarantined records are hostile input
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        when=_when,
+        duration=_duration,
+        number=_number,
+        urlkey=lambda key: quote(key, safe=""),
+        json=lambda value: orjson.dumps(value, option=orjson.OPT_INDENT_2).decode(),
+    )
+    env.globals.update(stream_charts=stream_charts)
+    return env
+
+
+def _html(page: Page, templates: jinja2.Environment) -> Handler:
+    template = templates.get_template(page.template)
+
+    async def handler(request: web.Request) -> web.Response:
+        data = await page.load(request)
+        settings = request.app[SETTINGS]
+        body = template.render(
+            page=data,
+            name=page.name,
+            now=_now(request),
+            queue=settings.execution.backend == "queue",
+            query=request.query,
+            api=request.rel_url.with_path(
+                page.api_path.replace("{key}", quote(request.match_info.get("key", ""), safe="")),
+                encoded=True,
+            ),
+        )
+        return web.Response(text=body, content_type="text/html")
+
+    return handler
+
+
+def _json(page: Page) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        data = await page.load(request)
+        body = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+        return web.Response(body=body, content_type="application/json")
+
+    return handler
+
+
+@web.middleware
+async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(SECURITY_HEADERS)
+        raise
+    except dberrors.DATABASE_ERRORS as exc:
+        # A privilege missing (a login without pipeline_dashboard) or the server gone.
+        message = secrets.redact(dberrors.describe(exc))
+        log.error("dashboard_database_error", path=request.path, error=message)
+        raise web.HTTPServiceUnavailable(
+            text=f"the dashboard cannot read the database: {message}\n"
+            "Check DATABASE_URL, that Postgres is up, and that the login is in the "
+            "pipeline_dashboard role.\n",
+            headers=SECURITY_HEADERS,
+        ) from None
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def build_app(
+    engine: AsyncEngine,
+    settings: Settings,
+    *,
+    token: str | None = None,
+    metrics: Handler | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> web.Application:
+    """The dashboard over `engine` (give it a read-only one: `db.create_engine(url,
+    read_only=True)`). `token`: required of every request. `metrics`: a handler served at
+    `/metrics` (the Prometheus exposition), behind the same token when one is set."""
+    middlewares = [_headers] + ([token_middleware(token)] if token else [])
+    app = web.Application(middlewares=middlewares)
+    app[ENGINE] = engine
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or (lambda: datetime.now(UTC))
+    templates = _templates()
+    for page in PAGES:
+        app.router.add_get(page.path, _html(page, templates), name=page.name)
+        app.router.add_get(page.api_path, _json(page), name=f"api_{page.name}")
+    app.router.add_static("/static/", HERE / "static", name="static")
+    if metrics is not None:
+        app.router.add_get("/metrics", metrics, name="metrics")
+    return app
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve `app` until `stop` is set. `ready` is called once the port is listening."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info("dashboard_serving", url=site.name)
+        if ready is not None:
+            ready()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
