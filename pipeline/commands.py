@@ -15,16 +15,22 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pipeline import exits
 from pipeline.config import ConfigError, Settings, load_settings, resolve_config_path
 from pipeline.logs import get_logger, secrets
-from pipeline.report import console
+from pipeline.report import console, shown
 
 if TYPE_CHECKING:
     from pipeline.sandbox import SandboxSource
 
 log = get_logger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUARANTINED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = (
+    exits.OK,
+    exits.FAILED,
+    exits.USAGE,
+    exits.INTERRUPTED,
+)
 
 
 def _settings(args: argparse.Namespace, *, require_file: bool) -> Settings:
@@ -50,11 +56,14 @@ async def _database_url(settings: Settings) -> str:
 
 
 async def _engine_for(settings: Settings, url: str | None = None) -> Any:
-    """An engine that has connected once: any refusal is one line naming the setting (exit 2)."""
+    """An engine that has connected once: any refusal is one line naming the setting (exit 2).
+    Its pool holds a connection for each stream the process may run at once, and a few more
+    (`pipeline.run.slots`)."""
     from pipeline import db, dberrors
+    from pipeline.run.slots import pool_size
 
     url = url or await _database_url(settings)
-    engine = db.create_engine(url)
+    engine = db.create_engine(url, pool_size=pool_size(settings.execution.max_streams))
     try:
         await db.wait_until_reachable(engine)
     except dberrors.ConnectFailed as exc:
@@ -101,9 +110,6 @@ async def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-EXIT_INTERRUPTED = 130
-
-
 async def _run_streams(
     args: argparse.Namespace,
     names: Sequence[str],
@@ -121,6 +127,7 @@ async def _run_streams(
     by side (`pipeline.run.slices`). Returns the outcomes and whether a stop was asked for."""
     from pipeline.extract.limits import LimitsBySource
     from pipeline.run import Runner, sliced_by_rows
+    from pipeline.run.slots import StreamSlots
     from pipeline.shutdown import GracefulStop
     from pipeline.targets import select_streams
 
@@ -143,12 +150,14 @@ async def _run_streams(
         modes = [mode] if slices == 1 else await sliced_by_rows(engine, targets, mode, slices)
         if queued:
             return await _through_queue(args, engine, url, targets, modes)
-        limits = LimitsBySource()  # slices share each source's cap and rate, as streams do
+        # Slices share each source's cap and rate, and the process's stream slots, as streams do.
+        limits = LimitsBySource()
+        slots = StreamSlots(settings.execution.max_streams)
         results = await asyncio.gather(
             *(
-                Runner(engine, mode=m, stop=stop.event, progress=progress, limits=limits).run(
-                    targets
-                )
+                Runner(
+                    engine, mode=m, stop=stop.event, progress=progress, limits=limits, slots=slots
+                ).run(targets)
                 for m in modes
             )
         )
@@ -180,7 +189,7 @@ async def _through_queue(
     for d in deferred:
         how = "already waiting" if d.joined else "queued"
         console().print(
-            f"{d.job.stream}: job {d.job_id} {how} (run {d.job.run_id})", highlight=False
+            f"{shown(d.job.stream)}: job {d.job_id} {how} (run {d.job.run_id})", highlight=False
         )
     if getattr(args, "no_wait", False):
         return [], False
@@ -235,9 +244,9 @@ async def cmd_backfill(args: argparse.Namespace) -> int:
     if args.dry_run and outcomes:
         for o in outcomes:
             console().print(
-                f"{o.key}: would read {o.pages} pages and upsert {o.totals.read} records "
+                f"{shown(o.key)}: would read {o.pages} pages and upsert {o.totals.read} records "
                 f"changed from {since.isoformat()} to {until.isoformat() if until else 'now'}"
-                + (f" ({o.status}: {o.error})" if o.error else ""),
+                + (f" ({o.status}: {shown(o.error)})" if o.error else ""),
                 highlight=False,
             )
     elif outcomes:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import orjson
 import structlog
 
+from pipeline.text import printable
+
 LogFormat = Literal["console", "json"]
 
 REDACTED = "***"
@@ -81,6 +83,28 @@ def redact_secrets(
     return event_dict
 
 
+def _printable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _printable_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable_value(v) for v in value]
+    return value
+
+
+def escape_controls(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: control characters in values (a source's error body, a quarantined
+    value) shown as escapes (`pipeline.text`), so a log tailed on a terminal cannot be steered
+    by what a source sent. Tracebacks are rendered later and keep their lines."""
+    for key, value in event_dict.items():
+        if key != "exc_info":
+            event_dict[key] = _printable_value(value)
+    return event_dict
+
+
 def _redact_rendered(_logger: Any, _method: str, rendered: Any) -> Any:
     """Last processor: masks secret values that a renderer pulled out of an exception."""
     if isinstance(rendered, bytes):
@@ -114,6 +138,7 @@ def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> None
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_secrets,
+        escape_controls,
     ]
     if fmt == "json":
         rendering: list[Any] = [

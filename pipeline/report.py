@@ -7,15 +7,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.logs import get_logger
 from pipeline.run import StreamOutcome
 from pipeline.status import StreamStatus
+from pipeline.text import printable
 
 log = get_logger(__name__)
 
-_STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "interrupted": "yellow"}
+_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "yellow",
+    "interrupted": "yellow",
+    "held": "yellow",
+}
+
+
+def shown(text: str) -> str:
+    """Text from elsewhere (a source's error body, a stored error) as the terminal gets it:
+    control sequences escaped (`pipeline.text`), rich markup taken literally."""
+    return escape(printable(text))
 
 
 def _when(value: datetime | None) -> str:
@@ -51,7 +65,7 @@ def print_outcomes(
     for o in outcomes:
         t = o.totals
         table.add_row(
-            o.key,
+            shown(o.key),
             f"[{_STYLE.get(o.status, 'white')}]{o.status}[/]",
             str(t.read),
             str(t.inserted),
@@ -67,7 +81,9 @@ def print_outcomes(
     for o in outcomes:
         if o.error:
             console.print(
-                f"[{_STYLE.get(o.status, 'red')}]{o.status}[/] {o.error}", highlight=False
+                f"[{_STYLE.get(o.status, 'red')}]{o.status}[/] {shown(o.error)}",
+                highlight=False,
+                soft_wrap=True,  # one line per error, whole: grep finds it, a log keeps it
             )
 
 
@@ -105,7 +121,7 @@ def print_statuses(statuses: Sequence[StreamStatus], console: Console) -> None:
         status = s.last_run_status or "never run"
         age = _age(s.age_seconds) if s.configured else "-"
         cells = [
-            s.key,
+            shown(s.key),
             s.schedule if s.enabled else ("disabled" if s.configured else "not configured"),
             _when(s.watermark),
             _when(s.last_run_started),
@@ -122,17 +138,18 @@ def print_statuses(statuses: Sequence[StreamStatus], console: Console) -> None:
     console.print(table)
     for s in statuses:
         if s.last_error:
-            console.print(f"{s.key}: last error: {s.last_error}", highlight=False)
+            console.print(
+                f"{shown(s.key)}: last error: {shown(s.last_error)}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def exit_code(outcomes: Sequence[StreamOutcome]) -> int:
-    """0: all succeeded; 1: a stream failed or was interrupted; 3: all succeeded but some
-    records went to quarantine (look at pipeline.quarantine)."""
-    if any(o.status in ("failed", "interrupted") for o in outcomes):
-        return 1
-    if any(o.totals.quarantined for o in outcomes):
-        return 3
-    return 0
+    """The command's exit code for these outcomes (`pipeline.exits`)."""
+    from pipeline.exits import for_outcomes
+
+    return for_outcomes(outcomes)
 
 
 class ProgressDisplay:

@@ -25,6 +25,7 @@ from pipeline.cron import cron_trigger, last_firing
 from pipeline.extract.limits import LimitsBySource
 from pipeline.logs import get_logger
 from pipeline.run import Mode, Runner
+from pipeline.run.slots import StreamSlots
 from pipeline.streams import Incremental
 from pipeline.targets import StreamTarget, select_streams
 
@@ -59,8 +60,10 @@ class StreamScheduler:
             raise ValueError("the queue backend's scheduler needs the database URL")
         self.database_url = database_url
         self.running: set[asyncio.Task[object]] = set()
-        # Jobs of one source firing together share its cap and rate, as one run's streams do.
+        # Jobs of one source firing together share its cap and rate, as one run's streams do,
+        # and every job the process's stream slots (`max_streams` run at once, the rest wait).
         self.limits = LimitsBySource()
+        self.slots = StreamSlots(settings.execution.max_streams)
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
@@ -95,7 +98,9 @@ class StreamScheduler:
         assert task is not None
         self.running.add(task)
         try:
-            runner = Runner(self.engine, mode=mode, stop=self.stop, limits=self.limits)
+            runner = Runner(
+                self.engine, mode=mode, stop=self.stop, limits=self.limits, slots=self.slots
+            )
             [outcome] = await runner.run([target])
             log.info(
                 "scheduled_run_finished",

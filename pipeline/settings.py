@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+DEFAULT_MAX_STREAMS = 16
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -51,6 +53,10 @@ class ExecutionSettings(_Strict):
     # for dead (killed, its machine gone) and its jobs are retried by the other workers.
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     stalled_after_seconds: float = Field(default=60.0, gt=0)
+    # Streams one process runs at once (local backend: `sync`, `schedule`, backfill slices);
+    # beyond it they wait their turn. Each holds a database connection, and the pool is sized
+    # from this (`pipeline.run.slots`), so it must fit the server's `max_connections`.
+    max_streams: int = Field(default=DEFAULT_MAX_STREAMS, ge=1, le=256)
 
     @model_validator(mode="after")
     def _stall_outlasts_heartbeats(self) -> ExecutionSettings:

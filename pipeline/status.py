@@ -43,6 +43,12 @@ class StreamStatus:
     def failed(self) -> bool:
         return self.last_run_status == "failed"
 
+    @property
+    def needs_attention(self) -> bool:
+        """Configured, and stale, or its last run failed, did not run (its lock was held), or
+        held back deletions."""
+        return self.configured and (self.stale or self.last_run_status in ATTENTION)
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         if self.jobs is None:
@@ -51,31 +57,48 @@ class StreamStatus:
             if isinstance(value, datetime):
                 out[key] = value.astimezone(UTC).isoformat()
         out["failed"] = self.failed
+        out["needs_attention"] = self.needs_attention
         return out
 
 
 _LAST_RUN = sa.text(
-    "SELECT id, started_at, status, error, "
+    "SELECT id, started_at, finished_at, status, error, "
     f"status = 'running' AND NOT {history.stream_lock_held('stream')} AS lock_free "
     "FROM pipeline.sync_runs WHERE stream = :stream "
-    "AND kind = 'sync' ORDER BY started_at DESC, id DESC LIMIT 1"
+    "AND kind = 'sync' AND status <> 'skipped' ORDER BY started_at DESC, id DESC LIMIT 1"
+)
+_LAST_SKIP = sa.text(
+    "SELECT started_at, error FROM pipeline.sync_runs WHERE stream = :stream "
+    "AND kind = 'sync' AND status = 'skipped' ORDER BY started_at DESC, id DESC LIMIT 1"
 )
 _STILL_RUNNING = sa.text("SELECT status = 'running' FROM pipeline.sync_runs WHERE id = :id")
+# A run whose deletions were held (`max_delete_fraction`) loaded its data: fresh, though
+# `status` flags it until the deletions are confirmed or the source is fixed.
 _LAST_SUCCESS = sa.text(
     "SELECT max(finished_at) FROM pipeline.sync_runs "
-    "WHERE stream = :stream AND status = 'succeeded' AND kind = 'sync'"
+    "WHERE stream = :stream AND status IN ('succeeded', 'held') AND kind = 'sync'"
 )
+# Statuses of a stream's last run that need a person, besides staleness.
+ATTENTION = ("failed", "skipped", "held")
 _WATERMARK = sa.text("SELECT watermark FROM pipeline.stream_state WHERE stream = :stream")
 
 
 async def _last_run(conn: AsyncConnection, params: dict[str, Any]) -> tuple[Any, ...] | None:
     """The stream's last sync run as (started, status, error); a `running` one whose lock nobody
-    holds is `interrupted` (see `pipeline.history`), judged without writing anything.
+    holds is `interrupted` (see `pipeline.history`), judged without writing anything. A skip
+    (the lock was held) is the last run only when it came after the last real run ended: a
+    second scheduler skipping while the first runs is not news; a stream whose every firing
+    finds its lock taken by someone else is.
 
     The row is read again after the lock was found free: a run is alive from before its row is
     written until after its end is, so a row still `running` after its lock was seen free
     belongs to a run that died (a run that merely ended in between reads as ended)."""
     row = (await conn.execute(_LAST_RUN, params)).first()
+    skip = (await conn.execute(_LAST_SKIP, params)).first()
+    if skip is not None and (
+        row is None or (row.finished_at is not None and skip.started_at > row.finished_at)
+    ):
+        return skip.started_at, "skipped", skip.error
     if row is None:
         return None
     if row.lock_free and (await conn.execute(_STILL_RUNNING, {"id": row.id})).scalar():
@@ -162,5 +185,6 @@ async def stream_statuses(
 
 
 def needs_attention(statuses: list[StreamStatus]) -> bool:
-    """What makes `pipeline status` exit 1: a configured stream that is stale or failed."""
-    return any(s.configured and (s.stale or s.failed) for s in statuses)
+    """What makes `pipeline status` exit 1: a configured stream that is stale, failed, did not
+    run, or held back deletions."""
+    return any(s.needs_attention for s in statuses)

@@ -61,8 +61,11 @@ sync_runs = sa.Table(
     sa.Column("watermark_before", sa.DateTime(timezone=True)),
     sa.Column("watermark_after", sa.DateTime(timezone=True)),
     sa.Column("error", sa.Text),
+    # Rows a run would have marked deleted beyond `max_delete_fraction`: held, not applied.
+    sa.Column("held_deletes", sa.BigInteger, nullable=False, server_default="0"),
     sa.CheckConstraint(
-        "status in ('running', 'succeeded', 'failed', 'interrupted')", name="sync_runs_status"
+        "status in ('running', 'succeeded', 'failed', 'interrupted', 'skipped', 'held')",
+        name="sync_runs_status",
     ),
     sa.Index("sync_runs_stream_started", "stream", sa.text("started_at DESC")),
     schema=PIPELINE_SCHEMA,
@@ -84,6 +87,22 @@ quarantine = sa.Table(
     sa.Index("quarantine_stream_received", "stream", "received_at"),
     schema=PIPELINE_SCHEMA,
     comment="Records that could not be loaded, verbatim (raw JSON text), with the reason.",
+)
+
+
+job_aborts = sa.Table(
+    "job_aborts",
+    metadata,
+    sa.Column("job_id", sa.BigInteger, primary_key=True),
+    sa.Column("requested_by", sa.Text, nullable=False),
+    sa.Column("application_name", sa.Text),
+    sa.Column("client_addr", pg.INET),
+    sa.Column("backend_pid", sa.Integer),
+    sa.Column(
+        "requested_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    schema=PIPELINE_SCHEMA,
+    comment="Who set abort_requested on a queue job: the run it stopped names them.",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -142,6 +143,14 @@ def instance_settings(
     secrets.add(settings.secret_values())
     expect_settings(settings, dict(instances))
     return settings
+
+
+async def run_cli(*argv: str) -> int:
+    """The `pipeline` command in this process (its own event loop, in a thread): its exit code;
+    what it printed is in pytest's capture."""
+    from pipeline.cli import main
+
+    return await asyncio.to_thread(main, list(argv))
 
 
 def write_config(path: Path, tables: dict[str, dict[str, Any]]) -> Path:

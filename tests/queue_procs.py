@@ -14,7 +14,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import rows, scalar
+from pipeline.sandbox import RunningSimulator, SohoSimulator, ValomniaSimulator, serve
+from tests.helpers import rows, scalar, write_config
+from tests.source_limits import expect_config
 
 # Heartbeats every half second; a worker silent for 2 s is dead (the default is 10 s / 60 s).
 QUEUE_EXECUTION = {"backend": "queue", "heartbeat_seconds": 0.5, "stalled_after_seconds": 2}
@@ -122,4 +124,98 @@ async def pages_running(engine: AsyncEngine, stream: str) -> int:
     )
 
 
-__all__ = ["QUEUE_EXECUTION", "Processes", "jobs", "pages_running", "processes", "until"]
+# ---- one queue-backend configuration: Soho (and Valomnia), processes, what they left ---------
+
+
+def queue_config(
+    path: Path,
+    soho: RunningSimulator,
+    valomnia: RunningSimulator | None = None,
+    *,
+    schedule: str | None = None,
+) -> Path:
+    tables: dict[str, dict[str, Any]] = {
+        "execution": QUEUE_EXECUTION,
+        "sources.soho": {
+            "base_url": f"{soho.url}/api/v1",
+            "token": "${TEST_SOHO_TOKEN}",
+            "max_concurrency": 2,
+        },
+        "sources.soho.streams.customers": {"schedule": schedule},
+    }
+    if valomnia is not None:
+        tables["sources.valomnia"] = {
+            "base_url": valomnia.url,
+            "username": valomnia.sim.username,  # type: ignore[attr-defined]
+            "password": "${TEST_VALOMNIA_PASSWORD}",
+        }
+        tables["sources.valomnia.streams.authorities"] = {"page_size": 20}
+    return write_config(path, tables)
+
+
+def queue_env(
+    database_url: str, soho: RunningSimulator, valomnia: RunningSimulator | None = None
+) -> dict[str, str]:
+    env = {"DATABASE_URL": database_url, "TEST_SOHO_TOKEN": soho.sim.token}  # type: ignore[attr-defined]
+    if valomnia is not None:
+        env["TEST_VALOMNIA_PASSWORD"] = valomnia.sim.password  # type: ignore[attr-defined]
+    return env
+
+
+@contextlib.asynccontextmanager
+async def queue_processes(
+    tmp_path: Path,
+    database_url: str,
+    soho_sim: SohoSimulator,
+    valomnia_sim: ValomniaSimulator | None = None,
+    *,
+    schedule: str | None = None,
+) -> AsyncIterator[Processes]:
+    """The simulators served, a queue-backend pipeline.toml pointing at them (their limits
+    registered), and the test's processes, killed at its end."""
+    async with contextlib.AsyncExitStack() as stack:
+        soho = await stack.enter_async_context(serve(soho_sim))
+        valomnia = await stack.enter_async_context(serve(valomnia_sim)) if valomnia_sim else None
+        config = queue_config(tmp_path / "pipeline.toml", soho, valomnia, schedule=schedule)
+        env = queue_env(database_url, soho, valomnia)
+        expect_config(config, env, *[r for r in (soho, valomnia) if r is not None])
+        yield await stack.enter_async_context(processes(config, env, tmp_path))
+
+
+async def runs_of(engine: AsyncEngine, stream: str) -> list[Any]:
+    return await rows(
+        engine,
+        "SELECT status, error, watermark_before, run_id::text AS run_id FROM pipeline.sync_runs "
+        "WHERE stream = :s ORDER BY id",
+        s=stream,
+    )
+
+
+async def finished_jobs(engine: AsyncEngine) -> list[Any]:
+    return [j for j in await jobs(engine) if j.status in ("succeeded", "failed")]
+
+
+def slow_valomnia(seed: int) -> ValomniaSimulator:
+    # ~45 pages of 20 at 40 ms each: a job long enough to be interrupted in the middle.
+    return ValomniaSimulator(authorities=900, seed=seed, latency=0.04)
+
+
+async def at_least(count: Any, minimum: int) -> bool:
+    return (await count) >= minimum
+
+
+__all__ = [
+    "QUEUE_EXECUTION",
+    "Processes",
+    "at_least",
+    "finished_jobs",
+    "jobs",
+    "pages_running",
+    "processes",
+    "queue_config",
+    "queue_env",
+    "queue_processes",
+    "runs_of",
+    "slow_valomnia",
+    "until",
+]

@@ -32,6 +32,7 @@ from pipeline.load.sql import QUARANTINE, Scope, TableSql
 from pipeline.load.stored import StoredHashes
 from pipeline.logs import secrets
 from pipeline.streams import Deletions, SourceSpec, Stream
+from pipeline.text import printable
 
 
 class TableWriter:
@@ -240,8 +241,10 @@ class TableWriter:
                 (
                     self.run_id,
                     self.stream_key,
-                    r.key,
-                    secrets.redact(r.reason),
+                    # Shown by status, the dashboard, psql: no control sequence of a source's
+                    # survives in them (`pipeline.text`). The raw record stays as it came.
+                    None if r.key is None else printable(r.key),
+                    printable(secrets.redact(r.reason)),
                     secrets.redact(r.raw),
                 )
                 for r in rejected

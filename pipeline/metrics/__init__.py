@@ -165,7 +165,7 @@ class Metrics:
         self.written.labels(*labels).inc(totals.inserted + totals.updated)
         self.quarantined.labels(*labels).inc(totals.quarantined)
         self.deleted.labels(*labels).inc(outcome.deleted)
-        if kind == "sync" and outcome.status == "succeeded":
+        if kind == "sync" and outcome.status in ("succeeded", "held"):  # held: data loaded
             self.set_last_success(stream, source, time.time())
 
     def set_last_success(self, stream: str, source: str, timestamp: float) -> None:

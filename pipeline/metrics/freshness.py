@@ -37,7 +37,7 @@ _LAST_SUCCESS = sa.text(
     "SELECT k.stream, extract(epoch FROM r.finished_at)::float8 AS finished "
     "FROM unnest(CAST(:streams AS text[])) AS k(stream) "
     "CROSS JOIN LATERAL (SELECT s.finished_at FROM pipeline.sync_runs s "
-    "WHERE s.stream = k.stream AND s.kind = 'sync' AND s.status = 'succeeded' "
+    "WHERE s.stream = k.stream AND s.kind = 'sync' AND s.status IN ('succeeded', 'held') "
     "ORDER BY s.started_at DESC LIMIT 1) r "
     "WHERE r.finished_at IS NOT NULL"
 )

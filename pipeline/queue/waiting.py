@@ -24,6 +24,7 @@ from rich.table import Table
 from pipeline.counts import PageResult
 from pipeline.logs import get_logger
 from pipeline.queue.defer import Deferred
+from pipeline.report import shown
 from pipeline.run import StreamOutcome
 from pipeline.tables import QUEUE_SCHEMA
 
@@ -41,7 +42,7 @@ _JOBS = (
 )
 _RUNS = (
     "SELECT DISTINCT ON (run_id, stream) run_id, stream, status, pages, records_read, inserted, "
-    "updated, unchanged, quarantined, deleted, watermark_after, error, "
+    "updated, unchanged, quarantined, deleted, held_deletes, watermark_after, error, "
     "extract(epoch FROM coalesce(finished_at, now()) - started_at)::float8 AS seconds "
     "FROM pipeline.sync_runs WHERE run_id = ANY($1) ORDER BY run_id, stream, id DESC"
 )
@@ -95,6 +96,7 @@ class JobProgress:
             ),
             pages=row["pages"],
             deleted=row["deleted"],
+            held_deletes=row["held_deletes"],
             seconds=row["seconds"],
             watermark=row["watermark_after"],
             error=row["error"],
@@ -173,7 +175,7 @@ class _Display:
         for p in self.progress:
             run = p.run
             table.add_row(
-                p.key,
+                shown(p.key),
                 str(p.deferred.job_id),
                 p.label(),
                 str(run["pages"] if run is not None else 0),

@@ -19,7 +19,7 @@ import contextlib
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import procrastinate
@@ -41,6 +41,7 @@ from pipeline.queue.app import (
     StreamRunFailed,
     queue_app,
 )
+from pipeline.queue.guarded import GuardedWorker
 
 log = get_logger(__name__)
 
@@ -51,12 +52,15 @@ RECONNECT_PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)
 @dataclass(frozen=True)
 class WorkerResources:
     """What jobs of one worker process share: settings, database, each source's limits (as one
-    process's runs always do), and the stop that ends runs at a page boundary."""
+    process's runs always do), and the stop that ends runs at a page boundary. `aborts`: who
+    asked for a job's abort, by job id, written by the worker before it cancels the job
+    (`pipeline.queue.guarded`), read by the job for its run's history."""
 
     settings: Settings
     engine: AsyncEngine
     limits: LimitsBySource
     stop: asyncio.Event
+    aborts: dict[int, str] = field(default_factory=dict)
 
 
 async def run_job(context: JobContext, job: StreamJob) -> dict[str, Any]:
@@ -90,14 +94,19 @@ async def run_job(context: JobContext, job: StreamJob) -> dict[str, Any]:
         try:
             [outcome] = await runner.run(targets)
         except asyncio.CancelledError:
-            if context.abort_reason() is AbortReason.SHUTDOWN:
+            reason = context.abort_reason()
+            if reason is AbortReason.SHUTDOWN:
                 raise StoppedForShutdown(f"{job.stream}: cancelled after the grace time") from None
+            if reason is AbortReason.USER_REQUEST and context.job.id is not None:
+                who = resources.aborts.pop(context.job.id, "aborted on request")
+                await _record_abort(resources.engine, job, who)
             raise
         if outcome.status == "interrupted" and resources.stop.is_set():
             raise StoppedForShutdown(f"{job.stream}: stopped at a page boundary")
         if outcome.status == "failed" and outcome.database_lost:
             raise DatabaseLost(outcome.error or f"{job.stream}: the database went away")
-        if outcome.status in ("failed", "interrupted"):
+        if outcome.status in ("failed", "interrupted", "skipped"):
+            # A skip is a job that did not do its work (another session held the lock).
             raise StreamRunFailed(outcome.error or f"{job.stream}: {outcome.status}")
         return {"status": outcome.status, "records": outcome.totals.read}
 
@@ -109,6 +118,17 @@ async def _record_refusal(engine: AsyncEngine, job: StreamJob, error: str) -> No
         conn: Any = raw.driver_connection
         row = await history.begin(conn, uuid.UUID(job.run_id), job.stream, job.kind, None)
         await history.finish(conn, row, "failed", watermark_after=None, deleted=0, error=error)
+
+
+async def _record_abort(engine: AsyncEngine, job: StreamJob, who: str) -> None:
+    """The run a requested abort stopped says who asked (its row was ended `interrupted`)."""
+    try:
+        async with engine.connect() as sa_conn:
+            raw = await sa_conn.get_raw_connection()
+            await history.explain_interruption(raw.driver_connection, uuid.UUID(job.run_id), who)
+            await sa_conn.commit()
+    except dberrors.DATABASE_ERRORS as exc:
+        log.error("run_history_not_written", error=str(exc))
 
 
 async def retry_stalled_jobs(app: procrastinate.App, *, stalled_after: float, every: float) -> None:
@@ -184,20 +204,21 @@ async def _work(
     grace_seconds: float,
 ) -> None:
     execution = resources.settings.execution
-    worker = asyncio.create_task(
-        app.run_worker_async(
-            queues=[QUEUE],
-            name=name,
-            concurrency=concurrency,
-            install_signal_handlers=False,  # `pipeline.shutdown` owns the signals
-            shutdown_graceful_timeout=grace_seconds,
-            update_heartbeat_interval=execution.heartbeat_seconds,
-            # New jobs arrive by LISTEN/NOTIFY; a job put back (retried) is found by polling.
-            fetch_job_polling_interval=min(5.0, execution.heartbeat_seconds),
-            stalled_worker_timeout=execution.stalled_after_seconds,
-            additional_context={RESOURCES: resources},
-        )
+    guarded = GuardedWorker(
+        app=app,
+        aborts=resources.aborts,
+        queues=[QUEUE],
+        name=name,
+        concurrency=concurrency,
+        install_signal_handlers=False,  # `pipeline.shutdown` owns the signals
+        shutdown_graceful_timeout=grace_seconds,
+        update_heartbeat_interval=execution.heartbeat_seconds,
+        # New jobs arrive by LISTEN/NOTIFY; a job put back (retried) is found by polling.
+        fetch_job_polling_interval=min(5.0, execution.heartbeat_seconds),
+        stalled_worker_timeout=execution.stalled_after_seconds,
+        additional_context={RESOURCES: resources},
     )
+    worker = asyncio.create_task(guarded.run())
     rescuer = asyncio.create_task(
         retry_stalled_jobs(
             app, stalled_after=execution.stalled_after_seconds, every=execution.heartbeat_seconds

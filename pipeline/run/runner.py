@@ -18,10 +18,11 @@ import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline import dberrors, metrics
+from pipeline import dberrors, history, metrics
 from pipeline.extract.http import HttpClient
 from pipeline.extract.limits import LimitsBySource
-from pipeline.logs import get_logger, secrets
+from pipeline.logs import get_logger
+from pipeline.run.slots import StreamSlots
 from pipeline.run.strategies import strategy_for
 from pipeline.run.stream_run import Mode, Progress, StreamOutcome, StreamRun
 from pipeline.targets import StreamTarget, build_client
@@ -35,7 +36,8 @@ class Runner:
     `stop`, once set, ends every stream at its next page boundary: the page being written
     commits, the run is recorded `interrupted`, and state stays consistent. `limits`: each
     source's concurrency cap and rate, shared with other runs of the process (the scheduler's);
-    without it, this run's streams share limits of their own."""
+    without it, this run's streams share limits of their own. `slots`: how many streams run at
+    once, shared the same way (`pipeline.run.slots`); streams beyond it wait their turn."""
 
     def __init__(
         self,
@@ -47,9 +49,11 @@ class Runner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         progress: Progress | None = None,
         limits: LimitsBySource | None = None,
+        slots: StreamSlots | None = None,
     ) -> None:
         self.engine = engine
         self.limits = limits or LimitsBySource()
+        self.slots = slots or StreamSlots()
         self.run_id = run_id or uuid.uuid4()
         self.mode = mode or Mode()
         self.kind = self.mode.kind
@@ -74,13 +78,7 @@ class Runner:
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, BaseException):
-                # Outside the stream's own error handling (no database connection, say).
-                log.error("stream_not_started", stream=target.key, error=str(result))
-                if dberrors.is_database_error(result):
-                    error = f"{target.key}: {dberrors.describe(result)}"
-                else:
-                    error = f"{target.key}: {type(result).__name__}: {result}"
-                result = StreamOutcome(target.key, "failed", error=secrets.redact(error))
+                result = await self._not_started(target, result)
             metrics.record_outcome(
                 result,
                 stream=target.key,
@@ -91,38 +89,75 @@ class Runner:
             outcomes.append(result)
         return outcomes
 
+    async def _not_started(self, target: StreamTarget, error: BaseException) -> StreamOutcome:
+        """A stream that failed outside its own error handling (no database connection, say):
+        its failure is recorded as any other, once the other streams have given their pooled
+        connections back (so a full server still has one for it)."""
+        if dberrors.is_database_error(error):
+            text = f"{target.key}: could not start: {dberrors.describe(error)}"
+        else:
+            text = f"{target.key}: could not start: {type(error).__name__}: {error}"
+        outcome = StreamOutcome(target.key, "failed", error=history.stored_error(text))
+        log.error("stream_not_started", stream=target.key, error=outcome.error)
+        try:
+            async with self.engine.connect() as sa_conn:
+                raw = await sa_conn.get_raw_connection()
+                conn: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+                await history.not_run(
+                    conn, self.run_id, target.key, self.kind, "failed", outcome.error or text
+                )
+                await sa_conn.commit()
+        except dberrors.DATABASE_ERRORS as exc:
+            log.error("run_history_not_written", stream=target.key, error=str(exc))
+        return outcome
+
     async def _run_stream(self, target: StreamTarget, client: HttpClient) -> StreamOutcome:
         with structlog.contextvars.bound_contextvars(
             run_id=str(self.run_id), source=target.instance, stream=target.stream.name
         ):
-            started = time.monotonic()
-            async with self.engine.connect() as sa_conn:
-                raw = await sa_conn.get_raw_connection()
-                conn: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
-                run = StreamRun(
-                    target,
-                    client,
-                    conn,
-                    run_id=self.run_id,
-                    mode=self.mode,
-                    stop=self.stop,
-                    run_start=self.clock(),
-                    strategy=strategy_for(target.stream, self.mode),
-                    progress=self.progress,
-                )
-                outcome = await run.run()
-            outcome.seconds = time.monotonic() - started
-            log.info(
-                "stream_finished",
-                status=outcome.status,
-                pages=outcome.pages,
-                records=outcome.totals.read,
-                inserted=outcome.totals.inserted,
-                updated=outcome.totals.updated,
-                unchanged=outcome.totals.unchanged,
-                quarantined=outcome.totals.quarantined,
-                deleted=outcome.deleted,
-                duration_ms=round(outcome.seconds * 1000),
-                error=outcome.error,
+            async with self.slots.held():
+                return await self._run_in_slot(target, client)
+
+    async def _run_in_slot(self, target: StreamTarget, client: HttpClient) -> StreamOutcome:
+        started = time.monotonic()
+        async with self.engine.connect() as sa_conn:
+            raw = await sa_conn.get_raw_connection()
+            conn: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+            if self.stop.is_set():  # asked to stop while it waited for its turn
+                return await self._stopped_before_start(conn, target)
+            run = StreamRun(
+                target,
+                client,
+                conn,
+                run_id=self.run_id,
+                mode=self.mode,
+                stop=self.stop,
+                run_start=self.clock(),
+                strategy=strategy_for(target.stream, self.mode),
+                progress=self.progress,
             )
-            return outcome
+            outcome = await run.run()
+        outcome.seconds = time.monotonic() - started
+        log.info(
+            "stream_finished",
+            status=outcome.status,
+            pages=outcome.pages,
+            records=outcome.totals.read,
+            inserted=outcome.totals.inserted,
+            updated=outcome.totals.updated,
+            unchanged=outcome.totals.unchanged,
+            quarantined=outcome.totals.quarantined,
+            deleted=outcome.deleted,
+            held_deletes=outcome.held_deletes,
+            duration_ms=round(outcome.seconds * 1000),
+            error=outcome.error,
+        )
+        return outcome
+
+    async def _stopped_before_start(
+        self, conn: asyncpg.Connection, target: StreamTarget
+    ) -> StreamOutcome:
+        error = f"{target.key}: stopped before its turn to run came (max_streams were running)"
+        await history.not_run(conn, self.run_id, target.key, self.kind, "interrupted", error)
+        log.info("stream_not_started", reason=error)
+        return StreamOutcome(target.key, "interrupted", error=error)

@@ -26,7 +26,7 @@ from pipeline.extract.http import HttpClient
 from pipeline.extract.paginators import Fetch, Paginator
 from pipeline.load import Batch, Commit, TableWriter
 from pipeline.load.sql import TRY_LOCK, TRY_LOCK_SHARED, UNLOCK, UNLOCK_SHARED, lock_name
-from pipeline.logs import get_logger, secrets
+from pipeline.logs import get_logger
 from pipeline.rederive import BATCH_ROWS
 from pipeline.run.fetch import list_fetch
 from pipeline.state import StreamState, read_state
@@ -42,10 +42,12 @@ HISTORY_EVERY_SECONDS = 1.0
 @dataclass
 class StreamOutcome:
     key: str
-    status: str  # succeeded | failed | skipped | interrupted
+    status: str  # succeeded | failed | skipped | interrupted | held
     totals: PageResult = field(default_factory=PageResult)
     pages: int = 0
     deleted: int = 0
+    # Rows it would have marked deleted beyond the stream's `max_delete_fraction`: not applied.
+    held_deletes: int = 0
     seconds: float = 0.0
     watermark: datetime | None = None
     error: str | None = None
@@ -131,11 +133,7 @@ class StreamRun:
         try:
             for take, release, name in self._locks():
                 if not await self.conn.fetchval(take, name):
-                    log.warning(
-                        "stream_locked_skipping", reason="another run of this stream is in progress"
-                    )
-                    self.outcome.status = "skipped"
-                    self.outcome.error = "another run of this stream holds its lock; skipped"
+                    await self._skipped(name)
                     return self.outcome
                 held.append((release, name))
             await self._run_locked()
@@ -146,6 +144,18 @@ class StreamRun:
                 except dberrors.DATABASE_ERRORS:
                     pass  # a broken connection has released the lock already
         return self.outcome
+
+    async def _skipped(self, lock: str) -> None:
+        """Another session holds the lock: the run does not happen, and its row says who."""
+        reason = f"{self.key}: " + await history.why_locked(self.conn, self.key, lock)
+        log.warning("stream_locked_skipping", reason=reason)
+        state = await read_state(self.conn, self.key)
+        await history.not_run(
+            self.conn, self.run_id, self.key, self.mode.kind, "skipped", reason, state.watermark
+        )
+        self.outcome.status = "skipped"
+        self.outcome.watermark = state.watermark
+        self.outcome.error = history.stored_error(reason)
 
     async def _run_locked(self) -> None:
         if not self.mode.sliced:  # alone on the stream: a `running` row is abandoned
@@ -178,7 +188,7 @@ class StreamRun:
             error = f"{self.key}: internal error {type(exc).__name__}: {exc}; please report it"
         finally:
             self.outcome.status = status
-            self.outcome.error = secrets.redact(error) if error else None
+            self.outcome.error = history.stored_error(error)
             if error:
                 log.error("stream_failed", error=self.outcome.error)
             await asyncio.shield(self._finish(status))

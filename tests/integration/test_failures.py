@@ -150,4 +150,9 @@ async def test_a_second_concurrent_run_of_a_stream_skips_it(
     assert statuses == ["skipped", "succeeded"]
     skipped = next(o for o in (first, second) if o["soho.customers"].status == "skipped")
     assert "lock" in (skipped["soho.customers"].error or "")
-    assert await scalar(engine, "SELECT count(*) FROM pipeline.sync_runs") == 1
+    # The skip is recorded too, naming the run that held the stream.
+    statuses_recorded = await rows(
+        engine, "SELECT status, error FROM pipeline.sync_runs ORDER BY status"
+    )
+    assert [r.status for r in statuses_recorded] == ["skipped", "succeeded"]
+    assert "another run of this stream holds its lock" in statuses_recorded[0].error

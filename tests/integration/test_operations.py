@@ -120,12 +120,18 @@ schedule = "* * * * * *"
     assert "stream_locked_skipping" in logs  # the other replica held the stream
     runs = await rows(
         engine,
-        "SELECT started_at, finished_at, status FROM pipeline.sync_runs ORDER BY started_at",
+        "SELECT started_at, finished_at, status, error FROM pipeline.sync_runs ORDER BY started_at",
     )
-    assert len(runs) >= 2
-    for earlier, later in itertools.pairwise(runs):
+    ran = [r for r in runs if r.status != "skipped"]
+    assert len(ran) >= 2
+    for earlier, later in itertools.pairwise(ran):
         assert earlier.finished_at is not None and earlier.finished_at <= later.started_at
-    assert {r.status for r in runs} <= {"succeeded", "interrupted"}
+    assert {r.status for r in ran} <= {"succeeded", "interrupted"}
+    # Every skip is recorded, naming the run that held the stream.
+    skips = [r for r in runs if r.status == "skipped"]
+    assert skips and all("another run of this stream holds its lock" in r.error for r in skips), [
+        r.error for r in skips
+    ]
 
 
 async def _said(procs: Processes, process: Any, text: str) -> bool:

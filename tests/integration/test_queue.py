@@ -4,11 +4,9 @@ waiting, `pipeline schedule` deferring, on one Postgres; and what each fault lea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,65 +14,19 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import db
-from pipeline.sandbox import RunningSimulator, SohoSimulator, ValomniaSimulator, serve
-from tests.helpers import live_rows, rows, scalar, write_config
-from tests.queue_procs import QUEUE_EXECUTION, Processes, jobs, pages_running, processes, until
-from tests.source_limits import expect_config
-
-
-def _config(
-    path: Path,
-    soho: RunningSimulator,
-    valomnia: RunningSimulator | None = None,
-    *,
-    schedule: str | None = None,
-) -> Path:
-    tables: dict[str, dict[str, Any]] = {
-        "execution": QUEUE_EXECUTION,
-        "sources.soho": {
-            "base_url": f"{soho.url}/api/v1",
-            "token": "${TEST_SOHO_TOKEN}",
-            "max_concurrency": 2,
-        },
-        "sources.soho.streams.customers": {"schedule": schedule},
-    }
-    if valomnia is not None:
-        tables["sources.valomnia"] = {
-            "base_url": valomnia.url,
-            "username": valomnia.sim.username,  # type: ignore[attr-defined]
-            "password": "${TEST_VALOMNIA_PASSWORD}",
-        }
-        tables["sources.valomnia.streams.authorities"] = {"page_size": 20}
-    return write_config(path, tables)
-
-
-def _env(
-    database_url: str, soho: RunningSimulator, valomnia: RunningSimulator | None = None
-) -> dict[str, str]:
-    env = {"DATABASE_URL": database_url, "TEST_SOHO_TOKEN": soho.sim.token}  # type: ignore[attr-defined]
-    if valomnia is not None:
-        env["TEST_VALOMNIA_PASSWORD"] = valomnia.sim.password  # type: ignore[attr-defined]
-    return env
-
-
-@contextlib.asynccontextmanager
-async def _queue(
-    tmp_path: Path,
-    database_url: str,
-    soho_sim: SohoSimulator,
-    valomnia_sim: ValomniaSimulator | None = None,
-    *,
-    schedule: str | None = None,
-) -> AsyncIterator[Processes]:
-    """The simulators served, a queue-backend pipeline.toml pointing at them (their limits
-    registered), and the test's processes, killed at its end."""
-    async with contextlib.AsyncExitStack() as stack:
-        soho = await stack.enter_async_context(serve(soho_sim))
-        valomnia = await stack.enter_async_context(serve(valomnia_sim)) if valomnia_sim else None
-        config = _config(tmp_path / "pipeline.toml", soho, valomnia, schedule=schedule)
-        env = _env(database_url, soho, valomnia)
-        expect_config(config, env, *[r for r in (soho, valomnia) if r is not None])
-        yield await stack.enter_async_context(processes(config, env, tmp_path))
+from pipeline.sandbox import SohoSimulator, ValomniaSimulator
+from tests.helpers import live_rows, rows, scalar
+from tests.queue_procs import (
+    at_least,
+    finished_jobs,
+    jobs,
+    pages_running,
+    processes,
+    queue_processes,
+    runs_of,
+    slow_valomnia,
+    until,
+)
 
 
 async def test_sync_runs_on_the_workers_and_reports_as_a_local_sync(
@@ -82,7 +34,7 @@ async def test_sync_runs_on_the_workers_and_reports_as_a_local_sync(
 ) -> None:
     soho_sim = SohoSimulator(customers=300, seed=81, latency=0.01)
     valomnia_sim = ValomniaSimulator(authorities=200, seed=82, latency=0.01)
-    async with _queue(tmp_path, database_url, soho_sim, valomnia_sim) as procs:
+    async with queue_processes(tmp_path, database_url, soho_sim, valomnia_sim) as procs:
         await procs.worker()
         await procs.worker()
         code, output = await procs.run("sync")
@@ -123,70 +75,48 @@ async def _watermark(engine: AsyncEngine, stream: str) -> datetime | None:
     )
 
 
-async def _runs(engine: AsyncEngine, stream: str) -> list[Any]:
-    return await rows(
-        engine,
-        "SELECT status, error, watermark_before, run_id::text AS run_id FROM pipeline.sync_runs "
-        "WHERE stream = :s ORDER BY id",
-        s=stream,
-    )
-
-
-async def _job_finished(engine: AsyncEngine) -> list[Any]:
-    return [j for j in await jobs(engine) if j.status in ("succeeded", "failed")]
-
-
-def _slow_valomnia(seed: int) -> ValomniaSimulator:
-    # ~45 pages of 20 at 40 ms each: a job long enough to be interrupted in the middle.
-    return ValomniaSimulator(authorities=900, seed=seed, latency=0.04)
-
-
 async def test_a_worker_killed_mid_job_has_its_job_retried_by_another_from_its_checkpoint(
     engine: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
     soho_sim = SohoSimulator(customers=20, seed=83)
-    valomnia_sim = _slow_valomnia(84)
+    valomnia_sim = slow_valomnia(84)
     stream = "valomnia.authorities"
-    async with _queue(tmp_path, database_url, soho_sim, valomnia_sim) as procs:
+    async with queue_processes(tmp_path, database_url, soho_sim, valomnia_sim) as procs:
         doomed = await procs.worker()
         code, _ = await procs.run("sync", "--no-wait", stream)
         assert code == 0
         await until(lambda: pages_running(engine, stream), what="pages", seconds=30)
-        await until(lambda: _at_least(pages_running(engine, stream), 4), what="4 pages")
+        await until(lambda: at_least(pages_running(engine, stream), 4), what="4 pages")
         doomed.kill()  # SIGKILL: no goodbye, no status written, heartbeat stops
         await doomed.wait()
         committed = await _watermark(engine, stream)
         assert committed is not None
 
         survivor = await procs.worker()
-        finished = await until(lambda: _job_finished(engine), what="the job", seconds=60)
+        finished = await until(lambda: finished_jobs(engine), what="the job", seconds=60)
         assert [j.status for j in finished] == ["succeeded"], procs.all_output()
         # Put back once (counted), then finished (counted): the killed attempt left no count.
         assert finished[0].attempts == 2
         assert "stalled_job_retried" in procs.output(survivor)
 
     assert await live_rows(engine, stream) == {a["id"]: a for a in valomnia_sim.truth()}
-    killed, retried = await _runs(engine, stream)
+    killed, retried = await runs_of(engine, stream)
     assert killed.status == "interrupted" and "process died" in killed.error
     assert retried.status == "succeeded"
     assert retried.watermark_before == committed  # resumed where the killed run committed
     assert killed.run_id == retried.run_id  # one job, one run id, two attempts
 
 
-async def _at_least(count: Any, minimum: int) -> bool:
-    return (await count) >= minimum
-
-
 async def test_sigterm_hands_the_job_back_at_a_page_boundary(
     engine: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
     soho_sim = SohoSimulator(customers=20, seed=85)
-    valomnia_sim = _slow_valomnia(86)
+    valomnia_sim = slow_valomnia(86)
     stream = "valomnia.authorities"
-    async with _queue(tmp_path, database_url, soho_sim, valomnia_sim) as procs:
+    async with queue_processes(tmp_path, database_url, soho_sim, valomnia_sim) as procs:
         stopping = await procs.worker(grace=5)
         assert (await procs.run("sync", "--no-wait", stream))[0] == 0
-        await until(lambda: _at_least(pages_running(engine, stream), 3), what="3 pages")
+        await until(lambda: at_least(pages_running(engine, stream), 3), what="3 pages")
         stopping.send_signal(signal.SIGTERM)
         started = time.monotonic()
         await asyncio.wait_for(stopping.wait(), 10)
@@ -194,17 +124,17 @@ async def test_sigterm_hands_the_job_back_at_a_page_boundary(
         assert stopping.returncode == 0, procs.output(stopping)
         [waiting] = await jobs(engine)
         assert (waiting.status, waiting.attempts) == ("todo", 1)  # back in the queue
-        [stopped] = await _runs(engine, stream)
+        [stopped] = await runs_of(engine, stream)
         assert stopped.status == "interrupted"
         assert "page boundary" in stopped.error
         committed = await _watermark(engine, stream)
 
         await procs.worker()
-        finished = await until(lambda: _job_finished(engine), what="the job", seconds=60)
+        finished = await until(lambda: finished_jobs(engine), what="the job", seconds=60)
         assert [j.status for j in finished] == ["succeeded"], procs.all_output()
 
     assert await live_rows(engine, stream) == {a["id"]: a for a in valomnia_sim.truth()}
-    _, resumed = await _runs(engine, stream)
+    _, resumed = await runs_of(engine, stream)
     assert resumed.status == "succeeded"
     assert resumed.watermark_before == committed
 
@@ -213,7 +143,7 @@ async def test_two_schedulers_defer_each_firing_once(
     engine: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
     soho_sim = SohoSimulator(customers=30, seed=87)
-    async with _queue(tmp_path, database_url, soho_sim, schedule="*/2 * * * * *") as procs:
+    async with queue_processes(tmp_path, database_url, soho_sim, schedule="*/2 * * * * *") as procs:
         worker = await procs.worker()
         await until(lambda: _mentions(procs, worker, "worker_started"), what="the worker")
         schedulers = [await procs.start("schedule"), await procs.start("schedule")]
@@ -246,7 +176,7 @@ async def test_a_job_queued_before_the_scheduler_restarts_is_neither_lost_nor_do
     engine: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
     soho_sim = SohoSimulator(customers=30, seed=88)
-    async with _queue(tmp_path, database_url, soho_sim, schedule="*/2 * * * * *") as procs:
+    async with queue_processes(tmp_path, database_url, soho_sim, schedule="*/2 * * * * *") as procs:
         for _ in range(2):  # no worker yet: the first firing's job waits
             scheduler = await procs.start("schedule")
             await until(lambda: jobs(engine), what="a job", seconds=10)
@@ -262,7 +192,7 @@ async def test_a_job_queued_before_the_scheduler_restarts_is_neither_lost_nor_do
         assert customers["jobs"] == {"waiting": 1, "running": 0, "failed": 0}
 
         await procs.worker()
-        finished = await until(lambda: _job_finished(engine), what="the job", seconds=30)
+        finished = await until(lambda: finished_jobs(engine), what="the job", seconds=30)
         assert [j.status for j in finished] == ["succeeded"]
     assert await live_rows(engine, "soho.customers") == {c["id"]: c for c in soho_sim.truth()}
 
@@ -271,7 +201,7 @@ async def test_sync_joins_a_job_already_waiting_for_the_stream(
     engine: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
     soho_sim = SohoSimulator(customers=30, seed=89)
-    async with _queue(tmp_path, database_url, soho_sim) as procs:
+    async with queue_processes(tmp_path, database_url, soho_sim) as procs:
         code, first = await procs.run("sync", "--no-wait", "soho.customers")
         assert code == 0 and "queued" in first
         waiting = await procs.start("sync", "customers")  # waits for the queued job
@@ -281,7 +211,7 @@ async def test_sync_joins_a_job_already_waiting_for_the_stream(
         assert waiting.returncode == 0, procs.all_output()
         assert "succeeded" in procs.output(waiting)
     assert [j.status for j in await jobs(engine)] == ["succeeded"]
-    assert len(await _runs(engine, "soho.customers")) == 1
+    assert len(await runs_of(engine, "soho.customers")) == 1
 
 
 async def _mentions(procs: Any, process: Any, text: str) -> bool:
@@ -310,12 +240,12 @@ async def test_a_worker_outlives_a_postgres_restart(tmp_path: Path) -> None:
         engine = db.create_engine(url)
         await db.upgrade(engine)
         soho_sim = SohoSimulator(customers=40, seed=90)
-        valomnia_sim = _slow_valomnia(91)
+        valomnia_sim = slow_valomnia(91)
         stream = "valomnia.authorities"
-        async with _queue(tmp_path, url, soho_sim, valomnia_sim) as procs:
+        async with queue_processes(tmp_path, url, soho_sim, valomnia_sim) as procs:
             worker = await procs.worker()
             assert (await procs.run("sync", "--no-wait", stream))[0] == 0
-            await until(lambda: _at_least(pages_running(engine, stream), 3), what="3 pages")
+            await until(lambda: at_least(pages_running(engine, stream), 3), what="3 pages")
             await engine.dispose()
             await asyncio.to_thread(
                 pg_ctl,
@@ -324,13 +254,13 @@ async def test_a_worker_outlives_a_postgres_restart(tmp_path: Path) -> None:
                 user=server.system_user,
             )
             finished = await until(
-                lambda: _job_finished(engine), what="the job after the restart", seconds=60
+                lambda: finished_jobs(engine), what="the job after the restart", seconds=60
             )
             assert [j.status for j in finished] == ["succeeded"], procs.all_output()
             # The run the restart broke failed as a database error and ran again.
             # (`failed` when it could say so, `interrupted` when the restart also took the
             # chance to record its end).
-            broken, *_, last = await _runs(engine, stream)
+            broken, *_, last = await runs_of(engine, stream)
             assert broken.status in ("failed", "interrupted"), broken
             assert last.status == "succeeded"
 
@@ -350,7 +280,7 @@ async def test_backfill_slices_are_jobs_the_workers_run_side_by_side(
     soho_sim = SohoSimulator(customers=20, seed=92)
     valomnia_sim = ValomniaSimulator(authorities=400, seed=93, latency=0.02)
     stream = "valomnia.authorities"
-    async with _queue(tmp_path, database_url, soho_sim, valomnia_sim) as procs:
+    async with queue_processes(tmp_path, database_url, soho_sim, valomnia_sim) as procs:
         await procs.worker(concurrency=2)
         await procs.worker(concurrency=2)
         code, output = await procs.run("backfill", stream, "--since", "2000-01-01", "--slices", "3")
