@@ -115,8 +115,8 @@ def describe(exc: BaseException) -> str:
     if state == "53300":
         return (
             f"database error: the server has no connection left ({_detail(error)}); raise its "
-            "max_connections (or the role's CONNECTION LIMIT) or run fewer streams at once: "
-            "each running stream holds one connection"
+            "max_connections (or the role's CONNECTION LIMIT) or lower [execution] max_streams "
+            "in pipeline.toml: each running stream holds one connection"
         )
     if state == "57P03":
         return (
@@ -169,7 +169,8 @@ def connect_message(exc: BaseException, setting: str, url: str) -> str:
         return (
             f"{setting}: the server on {t.where} has no connection left for role "
             f'"{t.user}" ({said}); raise its max_connections (or the role\'s CONNECTION LIMIT) '
-            "or stop idle clients: pipeline holds one connection per stream it runs at once"
+            "or stop idle clients: pipeline holds one connection per stream it runs at once "
+            "([execution] max_streams)"
         )
     if state == "57P03":
         return (

@@ -141,7 +141,9 @@ class StreamScheduler:
         if not self.scheduler.get_jobs():
             log.warning("nothing_to_schedule", reason="no enabled stream in the configuration")
         await self.stop.wait()
-        self.scheduler.shutdown(wait=False)
+        # No new firings, but the running jobs go on to their page boundary: APScheduler's
+        # shutdown cancels the coroutines it runs, so it comes only after they have ended.
+        self.scheduler.pause()
         if self.running:
             log.info("waiting_for_running_streams", count=len(self.running))
             _, pending = await asyncio.wait(set(self.running), timeout=grace_seconds)
@@ -149,4 +151,5 @@ class StreamScheduler:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        self.scheduler.shutdown(wait=False)
         log.info("scheduler_stopped")

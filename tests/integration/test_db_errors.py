@@ -252,4 +252,4 @@ async def test_a_stream_that_finds_no_connection_left_says_what_to_do(
     assert sorted(statuses) == ["failed", "succeeded"], out
     failed = " ".join(out.split())  # the summary table may wrap the sentence
     assert "database error: the server has no connection left" in failed, out
-    assert "max_connections" in failed and "run fewer streams at once" in failed, out
+    assert "max_connections" in failed and "max_streams" in failed, out
