@@ -31,13 +31,15 @@ def as_user(url: str, user: str, password: str = PASSWORD) -> str:
 
 
 @asynccontextmanager
-async def login_in(database_url: str, role: str) -> AsyncIterator[str]:
+async def login_in(database_url: str, role: str | None) -> AsyncIterator[str]:
     """A LOGIN role in `role` (`CREATE ROLE ... IN ROLE`, as the README tells a BI tool's
-    administrator): yields a URL of `database_url`'s database logged in as it."""
+    administrator), or in no role at all (None: a login nobody granted anything): yields a URL
+    of `database_url`'s database logged in as it."""
     name = f"pipeline_test_login_{os.getpid()}_{next(_counter)}"
     admin = await asyncpg.connect(plain_url(database_url))
     try:
-        await admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{PASSWORD}' IN ROLE {role}")
+        member = f" IN ROLE {role}" if role else ""
+        await admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{PASSWORD}'{member}")
         try:
             yield as_user(database_url, name)
         finally:
