@@ -420,12 +420,14 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
     from pipeline import db, dberrors
     from pipeline.dashboard import build_app, serve
     from pipeline.dashboard.auth import TOKEN_ENV, check_bind
+    from pipeline.dashboard.hosts import LOOPBACK_NAMES, allowed_names, configured_names
     from pipeline.shutdown import GracefulStop
 
     token = os.environ.get(TOKEN_ENV) or None
     check_bind(args.host, token)
     if token:
         secrets.add([token])
+    hosts = allowed_names(args.host, configured_names(args.allow_host, os.environ))
     settings = _settings(args, require_file=False)
     stop = GracefulStop(grace_seconds=5)
     stop.install()
@@ -448,11 +450,19 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
         # It runs no stream: its /metrics is each stream's last success, read on a scrape.
         freshness = Freshness(engine, select_streams(settings, []))
         freshness.declare()
-        app = build_app(engine, settings, token=token, metrics=metrics_endpoint(freshness.refresh))
+        app = build_app(
+            engine,
+            settings,
+            token=token,
+            metrics=metrics_endpoint(freshness.refresh),
+            allowed_hosts=hosts,
+        )
         host = f"[{args.host}]" if ":" in args.host else args.host
         ready = f"dashboard at http://{host}:{args.port}/ (JSON under /api/); Ctrl-C stops it"
         if token:
             ready += "; every request must present the token"
+        if more := sorted(hosts - LOOPBACK_NAMES):
+            ready += f"; Host names answered besides loopback: {', '.join(more)}"
         try:
             await serve(
                 app,

@@ -3,12 +3,15 @@ or, under `/api`, as the same data in JSON.
 
 `build_app(..., metrics=handler)` mounts a `/metrics` handler beside the pages (behind the same
 token check); the Prometheus exposition itself lives with the metrics, not here.
+
+In front of every route, outermost first: the security headers (on every answer, refusals and
+errors included), the Host check (`hosts`), the token (`auth`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +30,7 @@ from pipeline.dashboard import quarantine, queries
 from pipeline.dashboard.auth import Handler, token_middleware
 from pipeline.dashboard.charts import Series, time_chart
 from pipeline.dashboard.drift import drift_page
+from pipeline.dashboard.hosts import LOOPBACK_NAMES, host_check
 from pipeline.logs import get_logger, secrets
 
 log = get_logger(__name__)
@@ -40,6 +44,7 @@ CLOCK = web.AppKey("clock", Callable[[], datetime])
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",  # frame-ancestors' twin for browsers that predate it
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -197,6 +202,7 @@ def _json(page: Page) -> Handler:
 
 @web.middleware
 async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The security headers on every answer, errors and a handler's bugs included."""
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -212,6 +218,13 @@ async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse
             "pipeline_dashboard role.\n",
             headers=SECURITY_HEADERS,
         ) from None
+    except Exception:
+        # A bug; aiohttp's own 500 would go out without the headers.
+        log.exception("dashboard_request_failed", path=request.path)
+        response = web.Response(
+            status=500,
+            text="the dashboard failed on this request (a bug: its log has the traceback)\n",
+        )
     response.headers.update(SECURITY_HEADERS)
     return response
 
@@ -223,15 +236,23 @@ def build_app(
     token: str | None = None,
     metrics: Handler | None = None,
     clock: Callable[[], datetime] | None = None,
+    allowed_hosts: Collection[str] = LOOPBACK_NAMES,
 ) -> web.Application:
     """The dashboard over `engine` (give it a read-only one: `db.create_engine(url,
     read_only=True)`). `token`: required of every request. `metrics`: a handler served at
-    `/metrics` (the Prometheus exposition), behind the same token when one is set."""
-    middlewares = [_headers] + ([token_middleware(token)] if token else [])
+    `/metrics` (the Prometheus exposition), behind the same token when one is set.
+    `allowed_hosts`: the Host names it answers to (`hosts.allowed_names(bind, configured)`;
+    the loopback names by default)."""
+    now = clock or (lambda: datetime.now(UTC))
+    middlewares = [
+        _headers,
+        host_check(frozenset(allowed_hosts)),
+        *([token_middleware(token)] if token else []),
+    ]
     app = web.Application(middlewares=middlewares)
     app[ENGINE] = engine
     app[SETTINGS] = settings
-    app[CLOCK] = clock or (lambda: datetime.now(UTC))
+    app[CLOCK] = now
     templates = _templates()
     for page in PAGES:
         app.router.add_get(page.path, _html(page, templates), name=page.name)

@@ -1,0 +1,348 @@
+"""The dashboard's red-team findings, one test (or one parametrised table) per finding.
+
+Everything runs for real: the dashboard served by its own `serve()` (its parser limits, no test
+client in between), requests sent byte for byte (`yarl.URL(..., encoded=True)`, or a raw socket
+where even that client would refuse), a migrated Postgres, logins made with `tests.roles`, and
+the `pipeline dashboard` command in a subprocess where the finding is about starting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from secrets import token_urlsafe
+
+import aiohttp
+import pytest
+from aiohttp import web
+from multidict import CIMultiDictProxy
+from sqlalchemy.ext.asyncio import AsyncEngine
+from yarl import URL
+
+from pipeline import db
+from pipeline.config import settings_from_mapping
+from pipeline.dashboard import build_app, serve
+from pipeline.sources import SOURCES
+from tests.helpers import execute
+from tests.roles import login_in
+
+KEY = "soho.customers"
+SETTINGS = settings_from_mapping(
+    {"sources": {"soho": {"base_url": "http://127.0.0.1:9/api/v1", "token": "redteam"}}},
+    {},
+    SOURCES,
+    label="(redteam)",
+)
+TOKEN = token_urlsafe(32)  # 43 characters, as the README tells an operator to make one
+
+# What every answer carries, refusals and errors included: the oracle, written out here
+# rather than imported, so a header dropped from the code's table fails.
+GUARD_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def assert_guarded(headers: Mapping[str, str], where: str) -> None:
+    for name, value in GUARD_HEADERS.items():
+        assert headers.get(name) == value, f"{where}: {name} is {headers.get(name)!r}"
+    policy = headers.get("Content-Security-Policy", "")
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, where
+
+
+# ---- serving for real ------------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def served(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """`app` behind `pipeline.dashboard.serve` on a free port; yields the base URL."""
+    port = free_port(host)
+    stop, up = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(app, host, port, stop, ready=up.set))
+    waiting = asyncio.create_task(up.wait())
+    await asyncio.wait({task, waiting}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if task.done():
+        task.result()  # its error, if it failed to start
+    assert up.is_set(), "the dashboard did not start listening within 10 s"
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        stop.set()
+        await task
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: CIMultiDictProxy[str]
+    text: str
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0]
+
+
+async def get(base: str, target: str, headers: Mapping[str, str] | None = None) -> Answer:
+    """GET `target` exactly as written (no re-quoting), redirects not followed."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            URL(base + target, encoded=True), headers=dict(headers or {}), allow_redirects=False
+        ) as response,
+    ):
+        return Answer(response.status, response.headers, await response.text(errors="replace"))
+
+
+async def raw_request(base: str, head: bytes) -> tuple[int, bytes]:
+    """Send `head` (a request line and headers) as bytes; the status and the body back."""
+    url = URL(base)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def missing_database(server_url: str) -> str:
+    """A URL of the test server naming a database that does not exist: a command that gets
+    past its own checks stops there at once (exit 2), instead of serving."""
+    return str(URL(server_url).with_path("/pipeline_redteam_no_such_database"))
+
+
+# ---- one database for the module, read by a login in pipeline_dashboard ----------------------
+
+
+@pytest.fixture(scope="module")
+async def redteam_db(pg_server_url: str, template_database: str) -> AsyncIterator[str]:
+    name = f"pipeline_test_redteam_dashboard_{os.getpid()}"
+    url = await db.recreate_database(pg_server_url, name, template=template_database)
+    owner = db.create_engine(url, pool_size=1)
+    try:
+        await execute(
+            owner,
+            "INSERT INTO pipeline.quarantine (run_id, stream, record_key, reason, raw) "
+            "SELECT gen_random_uuid(), :k, n::text, 'not an ISO-8601 timestamp: ''soon''', "
+            "'{\"id\": ' || n || '}' FROM generate_series(1, 3) n",
+            k=KEY,
+        )
+    finally:
+        await owner.dispose()
+    yield url
+    await db.drop_database(pg_server_url, name)
+
+
+@pytest.fixture(scope="module")
+async def reader(redteam_db: str) -> AsyncIterator[AsyncEngine]:
+    async with login_in(redteam_db, "pipeline_dashboard") as url:
+        engine = db.create_engine(url, pool_size=3, read_only=True)
+        yield engine
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def site(reader: AsyncEngine) -> AsyncIterator[str]:
+    """The open (token-less) dashboard on 127.0.0.1, as `pipeline dashboard` runs it."""
+    async with served(build_app(reader, SETTINGS)) as base:
+        yield base
+
+
+@asynccontextmanager
+async def dashboard_command(
+    args: list[str], env: Mapping[str, str], cwd: Path, host: str = "127.0.0.1"
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """`pipeline dashboard ARGS` in a subprocess, until it says it listens; yields its base
+    URL. Stopped with SIGTERM afterwards, which must end it with exit 0."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "pipeline", "--log-format", "json", "dashboard", "--port", str(port), *args),
+        env={**clean, **env},
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    ready = await asyncio.wait_for(process.stdout.readline(), 30)
+    if not ready:
+        _, err = await asyncio.wait_for(process.communicate(), 20)
+        pytest.fail(
+            f"pipeline dashboard exited {process.returncode} before listening:\n"
+            f"{err.decode()[-3000:]}"
+        )
+    assert f":{port}/" in ready.decode(), ready
+    try:
+        yield f"http://{host}:{port}", process
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 20)
+    assert process.returncode == 0, process.returncode
+
+
+# ---- 1. DNS rebinding: a Host that is not ours ----------------------------------------------
+
+
+async def test_a_host_name_that_is_not_ours_is_refused_before_anything_is_read(
+    site: str,
+) -> None:
+    """A page on evil.example whose name rebinds to 127.0.0.1 reaches the loopback dashboard
+    with `Host: evil.example`; it must get nothing but a refusal."""
+    port = URL(site).port
+    for host in (
+        "evil.example",
+        f"evil.example:{port}",
+        f"127.0.0.1.nip.io:{port}",
+        f"localhost.evil.example:{port}",
+        f"[::2]:{port}",
+        f"0.0.0.0:{port}",
+        f"127.0.0.2:{port}",
+        f"127.0.0.1@evil.example:{port}",
+    ):
+        for path in ("/api/quarantine", "/quarantine", "/", "/metrics", "/static/dashboard.css"):
+            answer = await get(site, path, headers={"Host": host})
+            where = f"Host {host} {path}"
+            assert answer.status == 421, f"{where}: {answer.status} {answer.text[:200]}"
+            assert_guarded(answer.headers, where)
+            assert answer.content_type == "text/plain", where
+            assert host in answer.text and "--allow-host" in answer.text, answer.text
+            assert "PIPELINE_DASHBOARD_HOSTS" in answer.text and answer.text.count("\n") == 1
+            assert "soon" not in answer.text  # no record
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LocalHost", f"[::1]:{port}"):
+        answer = await get(site, "/api/quarantine", headers={"Host": host})
+        assert answer.status == 200, f"Host {host}: {answer.status} {answer.text[:200]}"
+        assert_guarded(answer.headers, f"Host {host}")
+    # No Host at all, an empty one, or two: nothing a browser sends; refused too.
+    for head in (
+        b"GET /api/quarantine HTTP/1.0\r\n\r\n",
+        b"GET /api/quarantine HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n",
+        b"GET /api/quarantine HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n"
+        b"Connection: close\r\n\r\n",
+    ):
+        status, body = await raw_request(site, head)
+        assert status in (400, 421), (head, status, body[:200])
+        assert b"soon" not in body
+
+
+async def test_the_bound_address_and_configured_names_are_answered(reader: AsyncEngine) -> None:
+    from pipeline.dashboard.hosts import allowed_names
+
+    allowed = allowed_names("127.0.0.2", ["Dash.Example", "[fd00::1]"])
+    async with served(build_app(reader, SETTINGS, allowed_hosts=allowed), host="127.0.0.2") as base:
+        port = URL(base).port
+        for host in (f"127.0.0.2:{port}", f"dash.example:{port}", "DASH.example", "[fd00::1]:80"):
+            answer = await get(base, "/api/overview", headers={"Host": host})
+            assert answer.status == 200, f"Host {host}: {answer.status} {answer.text[:200]}"
+        answer = await get(base, "/api/overview", headers={"Host": f"other.example:{port}"})
+        assert answer.status == 421
+    # A wildcard bind is no name: loopback and configured names only.
+    assert allowed_names("0.0.0.0", ["dashboard"]) == {"localhost", "127.0.0.1", "::1", "dashboard"}
+    assert allowed_names("::", []) == {"localhost", "127.0.0.1", "::1"}
+
+
+async def test_the_command_answers_names_from_allow_host_and_the_environment_on_a_wildcard_bind(
+    redteam_db: str, tmp_path: Path
+) -> None:
+    """`--host 0.0.0.0` (as in docker-compose.yml): the bound address is not a name, so
+    `Host: 0.0.0.0` is refused; loopback names and the configured ones pass."""
+    async with (
+        login_in(redteam_db, "pipeline_dashboard") as url,
+        dashboard_command(
+            ["--host", "0.0.0.0", "--allow-host", "dash.example", "--allow-host", "Second.Example"],
+            {
+                "DATABASE_URL": url,
+                "PIPELINE_DASHBOARD_TOKEN": TOKEN,
+                "PIPELINE_DASHBOARD_HOSTS": " dashboard, third.example:8765 ,",
+            },
+            tmp_path,
+        ) as (base, _),
+    ):
+        port = URL(base).port
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        for host in ("127.0.0.1", "localhost", "dash.example", "second.example", "dashboard"):
+            answer = await get(base, "/metrics", headers={**bearer, "Host": f"{host}:{port}"})
+            assert answer.status == 200, f"Host {host}: {answer.status} {answer.text[:200]}"
+        for host in ("0.0.0.0", "evil.example", "third.example.evil"):
+            answer = await get(base, "/api/overview", headers={**bearer, "Host": f"{host}:{port}"})
+            assert answer.status == 421, f"Host {host}: {answer.status}"
+            assert_guarded(answer.headers, host)
+        answer = await get(base, "/api/overview", headers={**bearer, "Host": "third.example"})
+        assert answer.status == 200
+
+
+async def test_every_answer_carries_the_security_headers_errors_and_bugs_included(
+    reader: AsyncEngine,
+) -> None:
+    """X-Frame-Options beside the CSP on pages, files, refusals and a handler's bug (which
+    aiohttp would answer itself, with none of them)."""
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug in a handler")
+
+    async with served(build_app(reader, SETTINGS, metrics=broken)) as base:
+        for path, status in (
+            ("/api/overview", 200),
+            ("/drift", 200),
+            ("/static/dashboard.css", 200),
+            ("/streams/nosuch.stream", 404),
+            ("/static/nosuch.css", 404),
+            ("/nosuch", 404),
+            ("/metrics", 500),
+        ):
+            answer = await get(base, path)
+            assert answer.status == status, f"{path}: {answer.status} {answer.text[:200]}"
+            assert_guarded(answer.headers, path)
+        assert "a bug in a handler" not in answer.text and "Traceback" not in answer.text
+        async with aiohttp.ClientSession() as http, http.post(f"{base}/quarantine") as posted:
+            assert posted.status == 405
+            assert_guarded(posted.headers, "POST")
+
+
+@pytest.mark.parametrize(
+    "args, env, wrong",
+    [
+        (["--allow-host", "evil example"], {}, "--allow-host"),
+        (["--allow-host", "*"], {}, "--allow-host"),
+        ([], {"PIPELINE_DASHBOARD_HOSTS": "ok.example,a/b"}, "PIPELINE_DASHBOARD_HOSTS"),
+    ],
+)
+def test_a_malformed_allowed_name_is_refused_at_start(
+    args: list[str],
+    env: dict[str, str],
+    wrong: str,
+    pg_server_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIPELINE_CONFIG", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # A database that does not exist: should the names pass, the command stops there at once.
+    monkeypatch.setenv("DATABASE_URL", missing_database(pg_server_url))
+    assert main(["dashboard", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and wrong in err and "host name" in err, err
