@@ -5,7 +5,7 @@ or, under `/api`, as the same data in JSON.
 token check); the Prometheus exposition itself lives with the metrics, not here.
 
 In front of every route, outermost first: the security headers (on every answer, refusals and
-errors included), the Host check (`hosts`), the token (`auth`).
+errors included), the Host check (`hosts`), the token (`auth`), well-formed URLs (`params`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import dberrors
 from pipeline.config import Settings
-from pipeline.dashboard import quarantine, queries
+from pipeline.dashboard import params, quarantine, queries
 from pipeline.dashboard.auth import Handler, token_middleware
 from pipeline.dashboard.charts import Series, time_chart
 from pipeline.dashboard.drift import drift_page
@@ -39,6 +39,9 @@ HERE = Path(__file__).resolve().parent
 ENGINE = web.AppKey("engine", AsyncEngine)
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Callable[[], datetime])
+# aiohttp's parser answers a longer request line itself, with a bare 400 that quotes it; up to
+# this much reaches the dashboard, whose refusal names the parameter and carries the headers.
+MAX_REQUEST_LINE = 128 * 1024
 
 # Pages load nothing but their own stylesheet: no script, no remote font, no CDN.
 SECURITY_HEADERS = {
@@ -72,7 +75,7 @@ async def _overview(request: web.Request) -> queries.Overview:
 
 
 async def _stream(request: web.Request) -> queries.StreamPage:
-    key = request.match_info["key"]
+    key = params.path_text(request, "key")
     page = await queries.stream_page(request.app[ENGINE], request.app[SETTINGS], key, _now(request))
     if page is None:
         raise web.HTTPNotFound(
@@ -81,21 +84,12 @@ async def _stream(request: web.Request) -> queries.StreamPage:
     return page
 
 
-def _int_or_none(request: web.Request, name: str) -> int | None:
-    value = request.query.get(name) or None
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise web.HTTPBadRequest(text=f"{name}={value!r}: give a record id (a whole number)\n")
-    return int(value)
-
-
 async def _quarantine(request: web.Request) -> quarantine.QuarantinePage:
     return await quarantine.quarantine_page(
         request.app[ENGINE],
-        stream=request.query.get("stream") or None,
-        reason=request.query.get("reason") or None,
-        before=_int_or_none(request, "before"),
+        stream=params.query_text(request, "stream"),
+        reason=params.query_text(request, "reason"),
+        before=params.record_id(request, "before"),
     )
 
 
@@ -248,6 +242,7 @@ def build_app(
         _headers,
         host_check(frozenset(allowed_hosts)),
         *([token_middleware(token)] if token else []),
+        params.well_formed_url,
     ]
     app = web.Application(middlewares=middlewares)
     app[ENGINE] = engine
@@ -271,7 +266,7 @@ async def serve(
     ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve `app` until `stop` is set. `ready` is called once the port is listening."""
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, max_line_size=MAX_REQUEST_LINE)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from secrets import token_urlsafe
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -346,3 +348,98 @@ def test_a_malformed_allowed_name_is_refused_at_start(
     assert main(["dashboard", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and wrong in err and "host name" in err, err
+
+
+# ---- 2. odd parameters: 400 or 404, never 500 or a false "database unreachable" --------------
+
+# name: the value as it is sent (already percent-encoded where it must be)
+ODD_VALUES = {
+    "arabic-indic digits": quote("\u0661\u0662\u0663"),
+    "superscript two": quote("²"),
+    "fullwidth digits": quote("\uff11\uff12\uff13"),
+    "beyond bigint": "9" * 30,
+    "bigint max + 1": str(2**63),
+    "negative": "-1",
+    "100 KB": "9" * 100_000,
+    "NUL": "%00",
+    "escape": "%1B",
+    "newline": "a%0Ab",
+    "DEL": "%7F",
+    "C1 next line": "%C2%85",
+    "bad percent-encoding": "%zz",
+    "cut percent-encoding": "1%4",
+    "invalid UTF-8": "%FF",
+    "truncated UTF-8": "%C3%28",
+    "surrogate in UTF-8": "%ED%A0%80",
+}
+# Odd but well-formed text: as a filter it matches nothing, as a stream key it names none.
+WELL_FORMED_TEXT = {
+    "arabic-indic digits",
+    "superscript two",
+    "fullwidth digits",
+    "beyond bigint",
+    "bigint max + 1",
+    "negative",
+}
+ROUTES = {
+    "before": ("/quarantine?before={}", "/api/quarantine?before={}"),
+    "stream": ("/quarantine?stream={}", "/api/quarantine?stream={}"),
+    "reason": ("/quarantine?reason={}", "/api/quarantine?reason={}"),
+    "key": ("/streams/{}", "/api/streams/{}"),
+}
+ROUTE_CASES = [(param, route) for param, routes in ROUTES.items() for route in routes]
+
+
+def expected_status(param: str, case: str) -> int:
+    if param == "before" or case not in WELL_FORMED_TEXT:
+        return 400  # a record id is ASCII digits within bigint; text is printable UTF-8
+    return 404 if param == "key" else 200
+
+
+@pytest.mark.parametrize("case", list(ODD_VALUES))
+@pytest.mark.parametrize("param, route", ROUTE_CASES, ids=[r for _, r in ROUTE_CASES])
+async def test_odd_parameters_answer_400_or_404_never_500_or_503(
+    site: str, param: str, route: str, case: str
+) -> None:
+    target = route.format(ODD_VALUES[case])
+    answer = await get(site, target)
+    where = f"{target[:80]} ({case})"
+    assert answer.status == expected_status(param, case), (
+        f"{where}: {answer.status} {answer.text[:300]}"
+    )
+    assert_guarded(answer.headers, where)
+    assert "cannot read the database" not in answer.text and "unreachable" not in answer.text
+    if answer.status == 200:
+        if route.startswith("/api/"):
+            assert json.loads(answer.text)["matching"] == 0, where
+        return
+    assert answer.content_type == "text/plain", where
+    assert len(answer.text) < 400 and answer.text.count("\n") == 1, (where, answer.text[:500])
+    if answer.status == 400:
+        assert param in answer.text or "URL" in answer.text, (where, answer.text)
+
+
+async def test_plain_parameters_still_answer(site: str) -> None:
+    """The twin of the table above: what the pages themselves link to keeps working."""
+    for target in (
+        "/api/quarantine?before=9223372036854775807",
+        f"/api/quarantine?stream={KEY}&reason={quote('not an ISO-8601 timestamp: …')}",
+        f"/api/streams/{quote(KEY, safe='')}",
+        "/quarantine?stream=&reason=&before=",
+    ):
+        answer = await get(site, target)
+        assert answer.status == 200, f"{target}: {answer.status} {answer.text[:300]}"
+    page = json.loads((await get(site, "/api/quarantine?stream=" + KEY)).text)
+    assert page["matching"] == 3
+    assert json.loads((await get(site, "/api/quarantine?before=0")).text)["records"] == []
+
+
+async def test_bytes_the_http_parser_refuses_never_reach_a_page(site: str) -> None:
+    """Raw control bytes and invalid UTF-8 in the request line (no browser sends them
+    unencoded) are aiohttp's to refuse: 400, before any dashboard code or query runs."""
+    for target in (b"/quarantine?before=\x00", b"/streams/\xff\xfe", b"/quarantine?reason=\x1b"):
+        status, body = await raw_request(
+            site, b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        assert status == 400, (target, status, body[:200])
+        assert b"database" not in body
