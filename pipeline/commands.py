@@ -419,14 +419,15 @@ async def cmd_status(args: argparse.Namespace) -> int:
 async def cmd_dashboard(args: argparse.Namespace) -> int:
     from pipeline import db, dberrors
     from pipeline.dashboard import build_app, serve
-    from pipeline.dashboard.auth import TOKEN_ENV, check_bind
+    from pipeline.dashboard.auth import TOKEN_ENV, check_bind, check_token
     from pipeline.dashboard.hosts import LOOPBACK_NAMES, allowed_names, configured_names
     from pipeline.shutdown import GracefulStop
 
     token = os.environ.get(TOKEN_ENV) or None
-    check_bind(args.host, token)
     if token:
+        check_token(token)  # first: its message holds no token, and a short one would mask words
         secrets.add([token])
+    check_bind(args.host, token)
     hosts = allowed_names(args.host, configured_names(args.allow_host, os.environ))
     settings = _settings(args, require_file=False)
     stop = GracefulStop(grace_seconds=5)

@@ -241,7 +241,7 @@ def build_app(
     middlewares = [
         _headers,
         host_check(frozenset(allowed_hosts)),
-        *([token_middleware(token)] if token else []),
+        *([token_middleware(token, now)] if token else []),
         params.well_formed_url,
     ]
     app = web.Application(middlewares=middlewares)

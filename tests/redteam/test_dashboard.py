@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from secrets import token_urlsafe
 from urllib.parse import quote
@@ -443,3 +446,149 @@ async def test_bytes_the_http_parser_refuses_never_reach_a_page(site: str) -> No
         )
         assert status == 400, (target, status, body[:200])
         assert b"database" not in body
+
+
+# ---- 3. tokens: long enough, and a cookie that expires on the server -------------------------
+
+
+@pytest.mark.parametrize("length", [1, 16, 31])
+def test_a_short_token_is_refused_at_start_without_echoing_it(
+    length: int,
+    pg_server_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    from pipeline.cli import main
+
+    token = "Q" * length
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIPELINE_CONFIG", raising=False)
+    monkeypatch.setenv("PIPELINE_DASHBOARD_TOKEN", token)
+    # A database that does not exist: should the token pass, the command stops there at once.
+    monkeypatch.setenv("DATABASE_URL", missing_database(pg_server_url))
+    assert main(["dashboard"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert "PIPELINE_DASHBOARD_TOKEN" in err and "at least 32" in err, err
+    assert "secrets.token_urlsafe(32)" in err
+    assert token not in err
+
+
+def test_a_token_of_32_characters_passes_the_check(
+    pg_server_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PIPELINE_CONFIG", raising=False)
+    monkeypatch.setenv("PIPELINE_DASHBOARD_TOKEN", "Q" * 32)
+    monkeypatch.setenv("DATABASE_URL", missing_database(pg_server_url))
+    assert main(["dashboard"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "at least 32" not in err, err
+
+
+class Clock:
+    """The app's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_the_token_cookie_expires_on_the_server(reader: AsyncEngine) -> None:
+    """The cookie `?token=` gives must stop opening pages after its lifetime, whatever the
+    browser does with max_age: a cookie copied off a machine is not a key for ever."""
+    clock = Clock()
+    async with served(build_app(reader, SETTINGS, token=TOKEN, clock=clock)) as base:
+        first = await get(base, f"/quarantine?token={TOKEN}")
+        assert first.status == 303 and first.headers["Location"] == "/quarantine"
+        cookie = first.headers["Set-Cookie"]
+        value = cookie.split(";")[0].split("=", 1)[1]
+        assert TOKEN not in cookie
+        attributes = {a.strip().split("=")[0].lower(): a for a in cookie.split(";")[1:]}
+        assert "httponly" in attributes and "samesite" in attributes
+        assert int(attributes["max-age"].split("=")[1]) <= 12 * 3600
+        with_cookie = {"Cookie": f"pipeline_dashboard={value}"}
+        assert (await get(base, "/api/overview", headers=with_cookie)).status == 200
+        clock.now += timedelta(hours=11, minutes=59)
+        assert (await get(base, "/api/overview", headers=with_cookie)).status == 200
+        clock.now += timedelta(minutes=2)
+        late = await get(base, "/api/overview", headers=with_cookie)
+        assert late.status == 401, f"a cookie 12 h 1 min old still opens pages: {late.status}"
+        assert_guarded(late.headers, "expired cookie")
+        assert "?token=" in late.text
+        # The token itself still works, and gives a fresh cookie.
+        again = await get(base, f"/api/overview?token={TOKEN}")
+        assert again.status == 303
+
+
+def forged(token: str, issued: float, *, key_of: str | None = None) -> str:
+    """A cookie as the README describes it: `<issued, Unix seconds>.<HMAC-SHA256 of that
+    number, keyed with HMAC-SHA256(token, "pipeline-dashboard-cookie")>`, in hex."""
+    key = hmac.new(
+        (key_of or token).encode(), b"pipeline-dashboard-cookie", hashlib.sha256
+    ).digest()
+    stamp = str(int(issued))
+    return f"{stamp}.{hmac.new(key, stamp.encode(), hashlib.sha256).hexdigest()}"
+
+
+async def test_a_forged_cookie_opens_nothing_unless_its_mac_and_age_hold(
+    reader: AsyncEngine,
+) -> None:
+    clock = Clock()
+    now = clock.now.timestamp()
+    old_style = hmac.new(TOKEN.encode(), b"pipeline-dashboard-session", hashlib.sha256).hexdigest()
+    good = forged(TOKEN, now - 60)
+    async with served(build_app(reader, SETTINGS, token=TOKEN, clock=clock)) as base:
+
+        async def status(cookie: str) -> int:
+            answer = await get(
+                base, "/api/quarantine", headers={"Cookie": f"pipeline_dashboard={cookie}"}
+            )
+            if answer.status != 200:
+                assert_guarded(answer.headers, cookie[:40])
+            return answer.status
+
+        assert await status(good) == 200, "a cookie made by the documented rule is accepted"
+        refused = {
+            "issued 13 h ago": forged(TOKEN, now - 13 * 3600),
+            "issued a year ago": forged(TOKEN, now - 365 * 86400),
+            "issued in an hour": forged(TOKEN, now + 3600),
+            "keyed with another token": forged(TOKEN, now, key_of=token_urlsafe(32)),
+            "MAC of another time": good.split(".")[0] + "." + forged(TOKEN, now - 61).split(".")[1],
+            "the old fixed digest": old_style,
+            "no MAC": str(int(now)),
+            "empty MAC": f"{int(now)}.",
+            "huge time": "9" * 5000 + "." + "0" * 64,
+            "negative time": forged(TOKEN, -1),
+            "arabic-indic time": "\u0661\u0662\u0663." + "0" * 64,
+            "not ASCII": "ä" * 70,
+            "the token itself": TOKEN,
+        }
+        for name, cookie in refused.items():
+            assert await status(cookie) == 401, name
+
+
+async def test_odd_tokens_and_headers_are_refused_with_401_not_500(reader: AsyncEngine) -> None:
+    async with served(build_app(reader, SETTINGS, token=TOKEN)) as base:
+        for value in (
+            "%00",
+            "%FF",
+            "%zz",
+            quote("\u0661\u0662\u0663"),
+            "9" * 100_000,
+            quote(TOKEN + "\x00"),
+        ):
+            answer = await get(base, f"/api/overview?token={value}")
+            assert answer.status in (400, 401), (value[:30], answer.status)
+            assert_guarded(answer.headers, value[:30])
+        for header in ("Bearer ", "Bearer " + "ä" * 50, "Bearer " + TOKEN[:-1], "Basic x"):
+            answer = await get(base, "/api/overview", headers={"Authorization": header})
+            assert answer.status == 401, header
