@@ -416,6 +416,27 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if needs_attention(statuses) else EXIT_OK
 
 
+async def _check_dashboard_schema(engine: Any) -> None:
+    """The schema check, except that a login which may not read the revision gets a warning,
+    not a traceback: the dashboard then starts, and its pages say what to grant."""
+    from pipeline import dberrors
+
+    try:
+        await _require_current_schema(engine)
+    except dberrors.DATABASE_ERRORS as exc:
+        missing = dberrors.read_privilege_denied(exc)
+        if missing is None:
+            raise
+        login = engine.url.username or ""
+        log.warning(
+            "dashboard_schema_not_checked",
+            login=login,
+            missing=missing,
+            fix=f'GRANT pipeline_dashboard TO "{login}";',
+            consequence="every page answers 503 naming the privilege until it is granted",
+        )
+
+
 async def cmd_dashboard(args: argparse.Namespace) -> int:
     from pipeline import db, dberrors
     from pipeline.dashboard import build_app, serve
@@ -443,7 +464,7 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
             raise ConfigError(
                 dberrors.connect_message(exc.error, settings.database_setting, url)
             ) from None
-        await _require_current_schema(engine)
+        await _check_dashboard_schema(engine)
         from pipeline.metrics.freshness import Freshness
         from pipeline.metrics.server import metrics_endpoint
         from pipeline.targets import select_streams

@@ -6,13 +6,15 @@ token check); the Prometheus exposition itself lives with the metrics, not here.
 
 In front of every route, outermost first: the security headers (on every answer, refusals and
 errors included), the Host check (`hosts`), the token (`auth`), well-formed URLs (`params`).
+A database error becomes the dashboard's own 503 page (HTML, or JSON under `/api`): a missing
+privilege names the grant, anything else says the database could not be read.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 ENGINE = web.AppKey("engine", AsyncEngine)
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Callable[[], datetime])
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
 # aiohttp's parser answers a longer request line itself, with a bare 400 that quotes it; up to
 # this much reaches the dashboard, whose refusal names the parameter and carries the headers.
 MAX_REQUEST_LINE = 128 * 1024
@@ -194,24 +197,105 @@ def _json(page: Page) -> Handler:
     return handler
 
 
+# ---- what went wrong --------------------------------------------------------------------------
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class DatabaseProblem:
+    """Why a page could not be read: `error` is "insufficient_privilege" (then `login`,
+    `missing` and `fix` say which login lacks what, and the statement that gives it),
+    "database_unavailable" (no answer: down, unreachable, connection lost) or "database_error"
+    (it answered, and refused the query)."""
+
+    error: str
+    title: str
+    message: str
+    login: str | None = None
+    missing: str | None = None
+    fix: str | None = None
+
+
+def database_problem(exc: BaseException, login: str) -> DatabaseProblem:
+    missing = dberrors.read_privilege_denied(exc)
+    if missing is not None:
+        fix = f"GRANT pipeline_dashboard TO {_quoted(login)};"
+        return DatabaseProblem(
+            error="insufficient_privilege",
+            title="The dashboard's login may not read this",
+            message=f"login {_quoted(login)} lacks {missing}, which this page reads; "
+            f"grant it the dashboard's role: {fix}",
+            login=login,
+            missing=missing,
+            fix=fix,
+        )
+    error = dberrors.driver_error(exc)
+    said = secrets.redact(f"{type(error).__name__}: {error}".strip().splitlines()[0])
+    if isinstance(error, OSError) or dberrors.connection_lost(exc):
+        return DatabaseProblem(
+            error="database_unavailable",
+            title="The dashboard cannot reach the database",
+            message=f"cannot reach the database ({said}). Check DATABASE_URL and that Postgres "
+            "is up; the pages answer again once it does.",
+        )
+    return DatabaseProblem(
+        error="database_error",
+        title="The database refused this page's query",
+        message=f"the database refused this page's query ({said}). If it persists, check that "
+        "the schema is current (pipeline db upgrade) and the server's log.",
+    )
+
+
+def _twin(request: web.Request) -> str:
+    """The JSON twin of a page's URL (the page's own URL under /api)."""
+    if request.path.startswith("/api/"):
+        return str(request.rel_url)
+    path = "/api/overview" if request.path == "/" else "/api" + request.rel_url.raw_path
+    return str(request.rel_url.with_path(path, encoded=True))
+
+
+def _problem_response(request: web.Request, problem: DatabaseProblem) -> web.Response:
+    if request.path.startswith("/api/"):
+        body = {k: v for k, v in asdict(problem).items() if v is not None and k != "title"}
+        return web.Response(
+            status=503,
+            body=orjson.dumps(body, option=orjson.OPT_INDENT_2),
+            content_type="application/json",
+        )
+    html = (
+        request.app[TEMPLATES]
+        .get_template("error.html")
+        .render(
+            page=problem,
+            name="error",
+            now=_now(request),
+            queue=request.app[SETTINGS].execution.backend == "queue",
+            api=_twin(request),
+        )
+    )
+    return web.Response(status=503, text=html, content_type="text/html")
+
+
 @web.middleware
 async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The security headers on every answer, errors and a handler's bugs included."""
+    """The security headers on every answer; database errors as the dashboard's own page."""
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         exc.headers.update(SECURITY_HEADERS)
         raise
     except dberrors.DATABASE_ERRORS as exc:
-        # A privilege missing (a login without pipeline_dashboard) or the server gone.
-        message = secrets.redact(dberrors.describe(exc))
-        log.error("dashboard_database_error", path=request.path, error=message)
-        raise web.HTTPServiceUnavailable(
-            text=f"the dashboard cannot read the database: {message}\n"
-            "Check DATABASE_URL, that Postgres is up, and that the login is in the "
-            "pipeline_dashboard role.\n",
-            headers=SECURITY_HEADERS,
-        ) from None
+        problem = database_problem(exc, request.app[ENGINE].url.username or "")
+        log.error(
+            "dashboard_database_error",
+            path=request.path,
+            error=problem.error,
+            detail=problem.missing or problem.message,
+        )
+        response = _problem_response(request, problem)
     except Exception:
         # A bug; aiohttp's own 500 would go out without the headers.
         log.exception("dashboard_request_failed", path=request.path)
@@ -248,7 +332,7 @@ def build_app(
     app[ENGINE] = engine
     app[SETTINGS] = settings
     app[CLOCK] = now
-    templates = _templates()
+    templates = app[TEMPLATES] = _templates()
     for page in PAGES:
         app.router.add_get(page.path, _html(page, templates), name=page.name)
         app.router.add_get(page.api_path, _json(page), name=f"api_{page.name}")

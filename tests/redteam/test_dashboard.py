@@ -34,6 +34,7 @@ from yarl import URL
 from pipeline import db
 from pipeline.config import settings_from_mapping
 from pipeline.dashboard import build_app, serve
+from pipeline.settings import ExecutionSettings
 from pipeline.sources import SOURCES
 from tests.helpers import execute
 from tests.roles import login_in
@@ -45,6 +46,9 @@ SETTINGS = settings_from_mapping(
     SOURCES,
     label="(redteam)",
 )
+# With the queue backend the jobs page reads too: every page then touches the database.
+QUEUED = dataclasses.replace(SETTINGS, execution=ExecutionSettings(backend="queue"))
+PAGES = ["/", f"/streams/{KEY}", "/quarantine", "/drift", "/jobs"]
 TOKEN = token_urlsafe(32)  # 43 characters, as the README tells an operator to make one
 
 # What every answer carries, refusals and errors included: the oracle, written out here
@@ -592,3 +596,91 @@ async def test_odd_tokens_and_headers_are_refused_with_401_not_500(reader: Async
         for header in ("Bearer ", "Bearer " + "ä" * 50, "Bearer " + TOKEN[:-1], "Basic x"):
             answer = await get(base, "/api/overview", headers={"Authorization": header})
             assert answer.status == 401, header
+
+
+# ---- 4. a login without the privileges: the dashboard's own page, not a traceback ------------
+
+
+def assert_privilege_page(answer: Answer, login: str, where: str) -> None:
+    fix = f'GRANT pipeline_dashboard TO "{login}"'
+    assert answer.status == 503, f"{where}: {answer.status} {answer.text[:300]}"
+    assert_guarded(answer.headers, where)
+    if "/api/" in where:
+        assert answer.content_type == "application/json", where
+        body = json.loads(answer.text)
+        assert body["error"] == "insufficient_privilege", body
+        assert body["login"] == login and body["fix"] == fix + ";", body
+        assert body["missing"].startswith(("SELECT on ", "USAGE on ")), body
+    else:
+        assert answer.content_type == "text/html", where
+        assert "<h1>" in answer.text and fix.replace('"', "&#34;") in answer.text, answer.text
+        assert "SELECT on " in answer.text or "USAGE on " in answer.text
+    assert "unreachable" not in answer.text and "cannot reach" not in answer.text
+
+
+@pytest.mark.parametrize("role", [None, "pipeline_analyst"], ids=["no-grants", "analyst"])
+async def test_every_page_tells_a_login_without_rights_what_to_grant(
+    redteam_db: str, role: str | None
+) -> None:
+    async with login_in(redteam_db, role) as url:
+        login = URL(url).user or ""
+        engine = db.create_engine(url, pool_size=2, read_only=True)
+        owner = db.create_engine(redteam_db, pool_size=1)
+        try:
+            async with served(build_app(engine, QUEUED)) as base:
+                for page in PAGES:
+                    api = "/api/overview" if page == "/" else f"/api{page}"
+                    for path in (page, api):
+                        assert_privilege_page(await get(base, path), login, path)
+                # The fix the page names works as it says: granted, the pages answer at once.
+                await execute(owner, f'GRANT pipeline_dashboard TO "{login}"')
+                for page in PAGES:
+                    answer = await get(base, page)
+                    assert answer.status == 200, f"{page}: {answer.status} {answer.text[:300]}"
+        finally:
+            await engine.dispose()
+            await owner.dispose()
+
+
+async def test_a_database_that_is_down_is_not_called_a_missing_privilege(
+    reader: AsyncEngine,
+) -> None:
+    down = db.create_engine(
+        str(URL("postgresql://dashboard:x@127.0.0.1").with_port(free_port())), pool_size=1
+    )
+    try:
+        async with served(build_app(down, SETTINGS)) as base:
+            for path in ("/quarantine", "/api/quarantine"):
+                answer = await get(base, path)
+                assert answer.status == 503, (path, answer.status)
+                assert_guarded(answer.headers, path)
+                assert "GRANT" not in answer.text and "cannot reach" in answer.text, answer.text
+                if path.startswith("/api/"):
+                    assert json.loads(answer.text)["error"] == "database_unavailable"
+                else:
+                    assert answer.content_type == "text/html"
+    finally:
+        await down.dispose()
+
+
+@pytest.mark.parametrize("role", [None, "pipeline_analyst"], ids=["no-grants", "analyst"])
+async def test_the_command_starts_as_a_login_without_rights_and_serves_the_privilege_page(
+    redteam_db: str, role: str | None, tmp_path: Path
+) -> None:
+    """Before: the schema check's SELECT on alembic_version died in a traceback at start."""
+    async with (
+        login_in(redteam_db, role) as url,
+        dashboard_command([], {"DATABASE_URL": url}, tmp_path) as (base, process),
+    ):
+        login = URL(url).user or ""
+        for path in ("/", "/api/overview", "/quarantine", "/api/drift"):
+            assert_privilege_page(await get(base, path), login, path)
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 20)
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    [warning] = [line for line in lines if line.get("event") == "dashboard_schema_not_checked"]
+    assert warning["level"] == "warning"
+    assert warning["login"] == login and warning["missing"] == "SELECT on table alembic_version"
+    assert warning["fix"] == f'GRANT pipeline_dashboard TO "{login}";'
+    assert "Traceback" not in err.decode()
+    assert "reader-test-password" not in err.decode()
