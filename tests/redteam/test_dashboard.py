@@ -1,4 +1,5 @@
-"""The dashboard's red-team findings, one test (or one parametrised table) per finding.
+"""The dashboard's red-team findings, each under its number: the tests that failed on the code
+before its fix, beside a twin or two that show the plain case still works.
 
 Everything runs for real: the dashboard served by its own `serve()` (its parser limits, no test
 client in between), requests sent byte for byte (`yarl.URL(..., encoded=True)`, or a raw socket
