@@ -167,11 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="read-only web pages: freshness, runs, quarantine, schema drift, jobs (JSON under /api)",
         description="Serves the dashboard until SIGTERM/Ctrl-C. It only reads (every transaction "
         "READ ONLY); a login in the pipeline_dashboard role is enough. Binding beyond loopback "
-        "needs PIPELINE_DASHBOARD_TOKEN, which every request must then present "
-        "(Authorization: Bearer, or ?token= once in a browser).",
+        "needs PIPELINE_DASHBOARD_TOKEN (at least 32 random characters), which every request "
+        "must then present (Authorization: Bearer, or ?token= once in a browser, which keeps a "
+        "cookie for 12 hours). It answers only requests whose Host is a loopback name, the "
+        "bound address or a name allowed with --allow-host or PIPELINE_DASHBOARD_HOSTS "
+        "(comma-separated): a defence against DNS rebinding.",
     )
     dashboard.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
     dashboard.add_argument("--port", type=int, default=8765, help="default 8765")
+    dashboard.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer requests whose Host is NAME too (a proxy's or a container's name; "
+        "repeatable); PIPELINE_DASHBOARD_HOSTS adds more",
+    )
     dashboard.set_defaults(handler=cmd_dashboard)
 
     sandbox = commands.add_parser("sandbox", help="serve the API simulators in the foreground")

@@ -425,16 +425,40 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if needs_attention(statuses) else EXIT_OK
 
 
+async def _check_dashboard_schema(engine: Any) -> None:
+    """The schema check, except that a login which may not read the revision gets a warning,
+    not a traceback: the dashboard then starts, and its pages say what to grant."""
+    from pipeline import dberrors
+
+    try:
+        await _require_current_schema(engine)
+    except dberrors.DATABASE_ERRORS as exc:
+        missing = dberrors.read_privilege_denied(exc)
+        if missing is None:
+            raise
+        login = engine.url.username or ""
+        log.warning(
+            "dashboard_schema_not_checked",
+            login=login,
+            missing=missing,
+            fix=f'GRANT pipeline_dashboard TO "{login}";',
+            consequence="every page answers 503 naming the privilege until it is granted",
+        )
+
+
 async def cmd_dashboard(args: argparse.Namespace) -> int:
     from pipeline import db, dberrors
     from pipeline.dashboard import build_app, serve
-    from pipeline.dashboard.auth import TOKEN_ENV, check_bind
+    from pipeline.dashboard.auth import TOKEN_ENV, check_bind, check_token
+    from pipeline.dashboard.hosts import LOOPBACK_NAMES, allowed_names, configured_names
     from pipeline.shutdown import GracefulStop
 
     token = os.environ.get(TOKEN_ENV) or None
-    check_bind(args.host, token)
     if token:
+        check_token(token)  # first: its message holds no token, and a short one would mask words
         secrets.add([token])
+    check_bind(args.host, token)
+    hosts = allowed_names(args.host, configured_names(args.allow_host, os.environ))
     settings = _settings(args, require_file=False)
     stop = GracefulStop(grace_seconds=5)
     stop.install()
@@ -449,7 +473,7 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
             raise ConfigError(
                 dberrors.connect_message(exc.error, settings.database_setting, url)
             ) from None
-        await _require_current_schema(engine)
+        await _check_dashboard_schema(engine)
         from pipeline.metrics.freshness import Freshness
         from pipeline.metrics.server import metrics_endpoint
         from pipeline.targets import select_streams
@@ -457,11 +481,19 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
         # It runs no stream: its /metrics is each stream's last success, read on a scrape.
         freshness = Freshness(engine, select_streams(settings, []))
         freshness.declare()
-        app = build_app(engine, settings, token=token, metrics=metrics_endpoint(freshness.refresh))
+        app = build_app(
+            engine,
+            settings,
+            token=token,
+            metrics=metrics_endpoint(freshness.refresh),
+            allowed_hosts=hosts,
+        )
         host = f"[{args.host}]" if ":" in args.host else args.host
         ready = f"dashboard at http://{host}:{args.port}/ (JSON under /api/); Ctrl-C stops it"
         if token:
             ready += "; every request must present the token"
+        if more := sorted(hosts - LOOPBACK_NAMES):
+            ready += f"; Host names answered besides loopback: {', '.join(more)}"
         try:
             await serve(
                 app,

@@ -9,6 +9,7 @@ the host, port, user and database, never the password.
 
 from __future__ import annotations
 
+import re
 import socket
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -83,6 +84,30 @@ def may_pass(exc: BaseException) -> bool:
     if state is not None:
         return state == "57P03" or state.startswith("08")
     return isinstance(driver_error(exc), (OSError, asyncpg.InterfaceError))
+
+
+# The server's words for a refused object ("permission denied for table sync_runs"), and the
+# privilege reading that kind of object takes.
+_DENIED = re.compile(
+    r"permission denied for (table|view|materialized view|relation|sequence|schema|database|function) (\S+)"
+)
+_READ_PRIVILEGE = {"schema": "USAGE", "database": "CONNECT", "function": "EXECUTE"}
+
+
+def read_privilege_denied(exc: BaseException) -> str | None:
+    """What a reader lacks when the server refused it (SQLSTATE 42501, asyncpg's
+    InsufficientPrivilegeError): "SELECT on table sync_runs", "USAGE on schema pipeline"; the
+    server's own words when it names no object; None for any other error. For read-only
+    clients (the dashboard): a table refused is told as its SELECT."""
+    if sqlstate(exc) != "42501":
+        return None
+    said = str(driver_error(exc)).strip().splitlines()[0] if str(driver_error(exc)) else ""
+    found = _DENIED.search(said)
+    if found is None:
+        return said or "a privilege the server did not name"
+    kind, name = found.groups()
+    kind = "table" if kind == "relation" else kind
+    return f"{_READ_PRIVILEGE.get(kind, 'SELECT')} on {kind} {name}"
 
 
 def _detail(error: BaseException) -> str:

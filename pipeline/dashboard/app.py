@@ -3,13 +3,18 @@ or, under `/api`, as the same data in JSON.
 
 `build_app(..., metrics=handler)` mounts a `/metrics` handler beside the pages (behind the same
 token check); the Prometheus exposition itself lives with the metrics, not here.
+
+In front of every route, outermost first: the security headers (on every answer, refusals and
+errors included), the Host check (`hosts`), the token (`auth`), well-formed URLs (`params`).
+A database error becomes the dashboard's own 503 page (HTML, or JSON under `/api`): a missing
+privilege names the grant, anything else says the database could not be read.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,10 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import dberrors
 from pipeline.config import Settings
-from pipeline.dashboard import quarantine, queries
+from pipeline.dashboard import params, quarantine, queries
 from pipeline.dashboard.auth import Handler, token_middleware
 from pipeline.dashboard.charts import Series, time_chart
 from pipeline.dashboard.drift import drift_page
+from pipeline.dashboard.hosts import LOOPBACK_NAMES, host_check
 from pipeline.logs import get_logger, secrets
 
 log = get_logger(__name__)
@@ -35,11 +41,16 @@ HERE = Path(__file__).resolve().parent
 ENGINE = web.AppKey("engine", AsyncEngine)
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Callable[[], datetime])
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+# aiohttp's parser answers a longer request line itself, with a bare 400 that quotes it; up to
+# this much reaches the dashboard, whose refusal names the parameter and carries the headers.
+MAX_REQUEST_LINE = 128 * 1024
 
 # Pages load nothing but their own stylesheet: no script, no remote font, no CDN.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",  # frame-ancestors' twin for browsers that predate it
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -67,7 +78,7 @@ async def _overview(request: web.Request) -> queries.Overview:
 
 
 async def _stream(request: web.Request) -> queries.StreamPage:
-    key = request.match_info["key"]
+    key = params.path_text(request, "key")
     page = await queries.stream_page(request.app[ENGINE], request.app[SETTINGS], key, _now(request))
     if page is None:
         raise web.HTTPNotFound(
@@ -76,21 +87,12 @@ async def _stream(request: web.Request) -> queries.StreamPage:
     return page
 
 
-def _int_or_none(request: web.Request, name: str) -> int | None:
-    value = request.query.get(name) or None
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise web.HTTPBadRequest(text=f"{name}={value!r}: give a record id (a whole number)\n")
-    return int(value)
-
-
 async def _quarantine(request: web.Request) -> quarantine.QuarantinePage:
     return await quarantine.quarantine_page(
         request.app[ENGINE],
-        stream=request.query.get("stream") or None,
-        reason=request.query.get("reason") or None,
-        before=_int_or_none(request, "before"),
+        stream=params.query_text(request, "stream"),
+        reason=params.query_text(request, "reason"),
+        before=params.record_id(request, "before"),
     )
 
 
@@ -195,23 +197,112 @@ def _json(page: Page) -> Handler:
     return handler
 
 
+# ---- what went wrong --------------------------------------------------------------------------
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class DatabaseProblem:
+    """Why a page could not be read: `error` is "insufficient_privilege" (then `login`,
+    `missing` and `fix` say which login lacks what, and the statement that gives it),
+    "database_unavailable" (no answer: down, unreachable, connection lost) or "database_error"
+    (it answered, and refused the query)."""
+
+    error: str
+    title: str
+    message: str
+    login: str | None = None
+    missing: str | None = None
+    fix: str | None = None
+
+
+def database_problem(exc: BaseException, login: str) -> DatabaseProblem:
+    missing = dberrors.read_privilege_denied(exc)
+    if missing is not None:
+        fix = f"GRANT pipeline_dashboard TO {_quoted(login)};"
+        return DatabaseProblem(
+            error="insufficient_privilege",
+            title="The dashboard's login may not read this",
+            message=f"login {_quoted(login)} lacks {missing}, which this page reads; "
+            f"grant it the dashboard's role: {fix}",
+            login=login,
+            missing=missing,
+            fix=fix,
+        )
+    error = dberrors.driver_error(exc)
+    said = secrets.redact(f"{type(error).__name__}: {error}".strip().splitlines()[0])
+    if isinstance(error, OSError) or dberrors.connection_lost(exc):
+        return DatabaseProblem(
+            error="database_unavailable",
+            title="The dashboard cannot reach the database",
+            message=f"cannot reach the database ({said}). Check DATABASE_URL and that Postgres "
+            "is up; the pages answer again once it does.",
+        )
+    return DatabaseProblem(
+        error="database_error",
+        title="The database refused this page's query",
+        message=f"the database refused this page's query ({said}). If it persists, check that "
+        "the schema is current (pipeline db upgrade) and the server's log.",
+    )
+
+
+def _twin(request: web.Request) -> str:
+    """The JSON twin of a page's URL (the page's own URL under /api)."""
+    if request.path.startswith("/api/"):
+        return str(request.rel_url)
+    path = "/api/overview" if request.path == "/" else "/api" + request.rel_url.raw_path
+    return str(request.rel_url.with_path(path, encoded=True))
+
+
+def _problem_response(request: web.Request, problem: DatabaseProblem) -> web.Response:
+    if request.path.startswith("/api/"):
+        body = {k: v for k, v in asdict(problem).items() if v is not None and k != "title"}
+        return web.Response(
+            status=503,
+            body=orjson.dumps(body, option=orjson.OPT_INDENT_2),
+            content_type="application/json",
+        )
+    html = (
+        request.app[TEMPLATES]
+        .get_template("error.html")
+        .render(
+            page=problem,
+            name="error",
+            now=_now(request),
+            queue=request.app[SETTINGS].execution.backend == "queue",
+            api=_twin(request),
+        )
+    )
+    return web.Response(status=503, text=html, content_type="text/html")
+
+
 @web.middleware
 async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The security headers on every answer; database errors as the dashboard's own page."""
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         exc.headers.update(SECURITY_HEADERS)
         raise
     except dberrors.DATABASE_ERRORS as exc:
-        # A privilege missing (a login without pipeline_dashboard) or the server gone.
-        message = secrets.redact(dberrors.describe(exc))
-        log.error("dashboard_database_error", path=request.path, error=message)
-        raise web.HTTPServiceUnavailable(
-            text=f"the dashboard cannot read the database: {message}\n"
-            "Check DATABASE_URL, that Postgres is up, and that the login is in the "
-            "pipeline_dashboard role.\n",
-            headers=SECURITY_HEADERS,
-        ) from None
+        problem = database_problem(exc, request.app[ENGINE].url.username or "")
+        log.error(
+            "dashboard_database_error",
+            path=request.path,
+            error=problem.error,
+            detail=problem.missing or problem.message,
+        )
+        response = _problem_response(request, problem)
+    except Exception:
+        # A bug; aiohttp's own 500 would go out without the headers.
+        log.exception("dashboard_request_failed", path=request.path)
+        response = web.Response(
+            status=500,
+            text="the dashboard failed on this request (a bug: its log has the traceback)\n",
+        )
     response.headers.update(SECURITY_HEADERS)
     return response
 
@@ -223,16 +314,25 @@ def build_app(
     token: str | None = None,
     metrics: Handler | None = None,
     clock: Callable[[], datetime] | None = None,
+    allowed_hosts: Collection[str] = LOOPBACK_NAMES,
 ) -> web.Application:
     """The dashboard over `engine` (give it a read-only one: `db.create_engine(url,
     read_only=True)`). `token`: required of every request. `metrics`: a handler served at
-    `/metrics` (the Prometheus exposition), behind the same token when one is set."""
-    middlewares = [_headers] + ([token_middleware(token)] if token else [])
+    `/metrics` (the Prometheus exposition), behind the same token when one is set.
+    `allowed_hosts`: the Host names it answers to (`hosts.allowed_names(bind, configured)`;
+    the loopback names by default)."""
+    now = clock or (lambda: datetime.now(UTC))
+    middlewares = [
+        _headers,
+        host_check(frozenset(allowed_hosts)),
+        *([token_middleware(token, now)] if token else []),
+        params.well_formed_url,
+    ]
     app = web.Application(middlewares=middlewares)
     app[ENGINE] = engine
     app[SETTINGS] = settings
-    app[CLOCK] = clock or (lambda: datetime.now(UTC))
-    templates = _templates()
+    app[CLOCK] = now
+    templates = app[TEMPLATES] = _templates()
     for page in PAGES:
         app.router.add_get(page.path, _html(page, templates), name=page.name)
         app.router.add_get(page.api_path, _json(page), name=f"api_{page.name}")
@@ -250,7 +350,7 @@ async def serve(
     ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve `app` until `stop` is set. `ready` is called once the port is listening."""
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, max_line_size=MAX_REQUEST_LINE)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

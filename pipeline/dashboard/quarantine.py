@@ -99,7 +99,7 @@ async def quarantine_page(
         conditions.append(f"{_KIND} = :reason")
         params["reason"] = reason
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    if before:
+    if before is not None:  # 0 too: the page below id 0 is empty, not the first one
         conditions.append("id < :before")
     page_where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     async with engine.connect() as conn:

@@ -418,7 +418,7 @@ async def test_the_dashboard_connection_cannot_write(
 async def test_a_token_is_asked_of_every_request_and_metrics_mount_behind_it(
     reader: AsyncEngine, state_db: tuple[str, DashboardState]
 ) -> None:
-    token = "a-long-random-dashboard-token"
+    token = "a-long-random-dashboard-token-0123456789"
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text="pipeline_up 1\n")
@@ -524,7 +524,7 @@ async def test_a_real_browser_loads_every_page_without_an_error(
         tmp_path / "pipeline.toml",
         {f"sources.{name}": body for name, body in state_db[1].sources.items()},
     )
-    port, token = _free_port(), "browser-test-token-0123456789"
+    port, token = _free_port(), "browser-test-token-0123456789-abcdefgh"  # 32 and more
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "pipeline", "--config", str(config), "--log-format", "json"),

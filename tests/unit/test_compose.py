@@ -171,6 +171,7 @@ def test_the_dashboard_binds_the_container_with_a_token_and_publishes_on_loopbac
     services: dict[str, dict[str, Any]],
 ) -> None:
     from pipeline.dashboard.auth import TOKEN_ENV, check_bind, is_loopback
+    from pipeline.dashboard.hosts import HOSTS_ENV
 
     dashboard = services["dashboard"]
     args = build_parser().parse_args(_command(dashboard))
@@ -181,7 +182,8 @@ def test_the_dashboard_binds_the_container_with_a_token_and_publishes_on_loopbac
         assert TOKEN_ENV in env and env[TOKEN_ENV] is None, "pass the token from the host"
         check_bind(args.host, "a token from the host")
     # The config's ${VARIABLES} resolve as they do for the scheduler.
-    assert {k: v for k, v in env.items() if k != TOKEN_ENV} == _environment(services["scheduler"])
+    own = {TOKEN_ENV, HOSTS_ENV}
+    assert {k: v for k, v in env.items() if k not in own} == _environment(services["scheduler"])
     assert _mounts(dashboard) == _mounts(services["scheduler"])
     assert _depends_on(dashboard) == _depends_on(services["scheduler"])
     assert dashboard.get("init") is True
@@ -190,6 +192,26 @@ def test_the_dashboard_binds_the_container_with_a_token_and_publishes_on_loopbac
         assert host_ip == "127.0.0.1", "publish on the host's loopback only"
         assert int(container_port) == args.port
     assert str(dashboard.get("restart", "no")).startswith(("on-failure", "unless-stopped"))
+
+
+def test_the_dashboard_answers_the_host_browser_and_prometheus_in_the_network(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Its Host check (DNS rebinding) must let through the names it is reached by: the host's
+    browser through the published loopback port, and Prometheus at `dashboard:8765` (the
+    service name) inside the network; the wildcard bind itself is no name."""
+    from pipeline.dashboard.hosts import allowed_names, configured_names, host_of
+
+    dashboard = services["dashboard"]
+    args = build_parser().parse_args(_command(dashboard))
+    env = {k: v for k, v in _environment(dashboard).items() if v is not None}
+    allowed = allowed_names(args.host, configured_names(args.allow_host, env))
+    published = [str(m).split(":")[1] for m in dashboard.get("ports", [])]
+    for host in ("127.0.0.1", "localhost", "dashboard"):
+        for port in [str(args.port), *published]:
+            assert host_of(f"{host}:{port}") in allowed, f"{host}:{port} would get 421"
+    assert host_of(f"{args.host}:{args.port}") not in allowed
+    assert host_of("evil.example:8765") not in allowed
 
 
 @pytest.mark.parametrize("name", ["migrate", "scheduler", "worker", "dashboard"])
