@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,14 +36,23 @@ from pipeline.config import ConfigError
 from pipeline.errors import PipelineError
 from pipeline.gctune import tune_for_bulk_records
 from pipeline.logs import configure_logging, get_logger, secrets
+from pipeline.text import printable
 
 log = get_logger(__name__)
 
 # ---- plumbing --------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the command, what is wrong, where the help is)
+    rather than the usage block: a long usage pushes the reason off a narrow log view."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {printable(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pipeline",
         description="Incremental syncs from SaaS REST APIs into Postgres.",
         epilog="Exit codes: 0 ok, 1 a stream failed, 2 usage/config error, "
@@ -87,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         "schedule", help="run every enabled stream on its cron until SIGTERM/Ctrl-C"
     )
     schedule.add_argument(
-        "--grace", type=float, default=30.0, help="seconds running streams get to stop (default 30)"
+        "--grace",
+        type=_grace,
+        default=30.0,
+        help="seconds running streams get to stop (default 30)",
     )
     _metrics_arguments(schedule)
     schedule.set_defaults(handler=cmd_schedule)
@@ -100,10 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         "takes no more jobs; running streams stop at a page boundary and their jobs go back to "
         "the queue for another worker.",
     )
-    worker.add_argument("--concurrency", type=int, default=4, help="jobs run at once (default 4)")
+    worker.add_argument(
+        "--concurrency", type=_concurrency, default=4, help="jobs run at once, 1-256 (default 4)"
+    )
     worker.add_argument(
         "--grace",
-        type=float,
+        type=_grace,
         default=30.0,
         help="seconds running streams get to reach a page boundary on stop (default 30)",
     )
@@ -120,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--dry-run", action="store_true", help="count what it would read")
     backfill.add_argument(
         "--slices",
-        type=int,
+        type=_slices,
         default=1,
         help="split the window in N windows run side by side, each resumable on its own "
         "(jobs for the workers with the queue backend); default 1",
@@ -148,13 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(_cursor) is at or after it",
     )
     rederive.add_argument("--until", help="as --since: only rows changed at or before it")
-    rederive.add_argument("--batch-size", type=int, help="rows per transaction (default 2000)")
+    rederive.add_argument(
+        "--batch-size", type=_batch_rows, help="rows per transaction, 1-100000 (default 2000)"
+    )
     rederive.set_defaults(handler=cmd_rederive)
 
     reconcile = commands.add_parser(
         "reconcile", help="compare every source id with the table: deletions, missing, stale rows"
     )
     reconcile.add_argument("streams", nargs="+", metavar="STREAM")
+    reconcile.add_argument(
+        "--confirm-deletes",
+        action="store_true",
+        help="apply every deletion it confirms, even beyond the stream's max_delete_fraction "
+        "(after a run held them back: check the source first)",
+    )
     reconcile.set_defaults(handler=cmd_reconcile)
 
     reset = commands.add_parser("reset", help="forget a stream's watermark (asks first)")
@@ -174,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(comma-separated): a defence against DNS rebinding.",
     )
     dashboard.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
-    dashboard.add_argument("--port", type=int, default=8765, help="default 8765")
+    dashboard.add_argument("--port", type=_port, default=8765, help="default 8765")
     dashboard.add_argument(
         "--allow-host",
         action="append",
@@ -189,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     _size_arguments(sandbox)
     sandbox.add_argument("--host", default="127.0.0.1")
     for name, declared in _sandboxes().items():
-        sandbox.add_argument(f"--{name}-port", type=int, default=declared.port)
+        sandbox.add_argument(f"--{name}-port", type=_port, default=declared.port)
     sandbox.add_argument(
         "--accounts",
         type=_account_count,
@@ -226,24 +249,52 @@ def _metrics_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _port(value: str) -> int:
-    port = int(value) if value.isdigit() else -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r}: give a TCP port from 0 to 65535")
-    return port
+    return _bounded_int(value, 0, 65535, "a TCP port")
+
+
+def _bounded_int(value: str, low: int, high: int, what: str) -> int:
+    """A whole number in [low, high]; anything else is one line and exit 2 (argparse)."""
+    number = int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
+    if number is None or not low <= number <= high:
+        raise argparse.ArgumentTypeError(f"{value!r}: give {what} from {low} to {high:,}")
+    return number
+
+
+def _concurrency(value: str) -> int:
+    return _bounded_int(value, 1, 256, "a number of jobs")
+
+
+def _batch_rows(value: str) -> int:
+    return _bounded_int(value, 1, 100_000, "a number of rows")
+
+
+def _size(value: str) -> int:
+    return _bounded_int(value, 0, 10_000_000, "a number of records")
+
+
+def _slices(value: str) -> int:
+    return _bounded_int(value, 1, 1_000_000, "a number of slices")
+
+
+def _grace(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= 3600:  # nan fails both
+        raise argparse.ArgumentTypeError(f"{value!r}: give seconds from 0 to 3600")
+    return seconds
 
 
 def _account_count(value: str) -> int:
-    count = int(value) if value.isdigit() else 0
-    if not 1 <= count <= 26:
-        raise argparse.ArgumentTypeError(f"{value!r}: give a number of accounts from 1 to 26")
-    return count
+    return _bounded_int(value, 1, 26, "a number of accounts")
 
 
 def _size_arguments(parser: argparse.ArgumentParser) -> None:
     """How much data the simulators hold: each source's declared sizes."""
     for declared in _sandboxes().values():
         for size in declared.sizes:
-            parser.add_argument(size.flag, type=int, default=size.default, help=size.help)
+            parser.add_argument(size.flag, type=_size, default=size.default, help=size.help)
 
 
 async def _run_cancellable(
@@ -266,14 +317,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_run_cancellable(args.handler, args))
     except ConfigError as exc:
-        print(f"pipeline: {secrets.redact(str(exc))}", file=sys.stderr)
+        print(f"pipeline: {printable(secrets.redact(str(exc)))}", file=sys.stderr)
         return EXIT_USAGE
     except PipelineError as exc:
-        print(f"pipeline: {secrets.redact(str(exc))}", file=sys.stderr)
+        print(f"pipeline: {printable(secrets.redact(str(exc)))}", file=sys.stderr)
         return EXIT_FAILED
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("pipeline: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A right the login lacks, met past the checks before the work (`pipeline.grants`):
+        # still one line, never a traceback.
+        from pipeline import dberrors
+
+        if not dberrors.is_database_error(exc) or (refused := dberrors.refused(exc)) is None:
+            raise
+        print(
+            f"pipeline {args.command}: {printable(secrets.redact(refused))}; run it as the role "
+            "that ran `pipeline db upgrade`, or grant this login what it needs",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
 
 def run() -> NoReturn:

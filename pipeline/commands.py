@@ -21,6 +21,7 @@ from pipeline.logs import get_logger, secrets
 from pipeline.report import console, shown
 
 if TYPE_CHECKING:
+    from pipeline.grants import Need
     from pipeline.sandbox import SandboxSource
 
 log = get_logger(__name__)
@@ -79,10 +80,16 @@ def _password(url: str) -> str | None:
     return urlsplit(url).password
 
 
-async def _require_current_schema(engine: Any) -> None:
-    from pipeline import db
+async def _require_current_schema(engine: Any, need: Need | None = None, command: str = "") -> None:
+    """The schema at this version's head, and the login allowed what the command `need`s
+    (`pipeline.grants`); each refusal one line (exit 2)."""
+    from pipeline import db, grants
 
     async with engine.connect() as conn:
+        if need is not None:
+            login, lacks = await grants.missing(conn, need)
+            if lacks:
+                raise ConfigError(grants.refusal(login, lacks, need, command))
         current = await db.current_revision(conn)
     head = db.head_revision()
     if current != head:
@@ -96,12 +103,20 @@ async def _require_current_schema(engine: Any) -> None:
 
 
 async def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from pipeline import db
+    from pipeline import db, dberrors
 
     settings = _settings(args, require_file=False)
     engine = await _engine_for(settings)
     try:
-        await db.upgrade(engine)
+        try:
+            await db.upgrade(engine)
+        except dberrors.DATABASE_ERRORS as exc:
+            if (refused := dberrors.refused(exc)) is None:
+                raise
+            raise ConfigError(
+                f"pipeline db upgrade: {refused}; run it as the database's owner (or a role with "
+                "CREATE on the database that owns the pipeline's schemas), not a reader"
+            ) from None
         async with engine.connect() as conn:
             revision = await db.current_revision(conn)
     finally:
@@ -126,9 +141,10 @@ async def _run_streams(
     a stop ends the waiting only. `slices` > 1 cuts a backfill's window in that many runs side
     by side (`pipeline.run.slices`). Returns the outcomes and whether a stop was asked for."""
     from pipeline.extract.limits import LimitsBySource
-    from pipeline.run import Runner, sliced_by_rows
+    from pipeline.run import Runner
+    from pipeline.run.slices import finished, planned_slices
     from pipeline.run.slots import StreamSlots
-    from pipeline.shutdown import GracefulStop
+    from pipeline.shutdown import GracefulStop, StoppedBeforeStart
     from pipeline.targets import select_streams
 
     settings = _settings(args, require_file=True)
@@ -143,25 +159,37 @@ async def _run_streams(
     stop = GracefulStop()
     if not queued:
         stop.install()
-    url = await _database_url(settings)
-    engine = await _engine_for(settings, url)
     try:
-        await _require_current_schema(engine)
-        modes = [mode] if slices == 1 else await sliced_by_rows(engine, targets, mode, slices)
+        url = await stop.unless_stopped(_database_url(settings))
+        engine = await stop.unless_stopped(_engine_for(settings, url))
+    except StoppedBeforeStart:
+        return [], True
+    try:
+        await stop.unless_stopped(_require_current_schema(engine, "write", args.command))
+        modes = [mode]
+        if slices > 1:
+            modes = await stop.unless_stopped(planned_slices(engine, targets, mode, slices))
         if queued:
-            return await _through_queue(args, engine, url, targets, modes)
-        # Slices share each source's cap and rate, and the process's stream slots, as streams do.
-        limits = LimitsBySource()
-        slots = StreamSlots(settings.execution.max_streams)
-        results = await asyncio.gather(
-            *(
-                Runner(
-                    engine, mode=m, stop=stop.event, progress=progress, limits=limits, slots=slots
-                ).run(targets)
-                for m in modes
-            )
+            outcomes, stopped = await _through_queue(args, engine, url, targets, modes)
+            if slices > 1:
+                await finished(engine, targets, outcomes)
+            return outcomes, stopped
+        # Slices share each source's client (one login), cap and rate, and the stream slots.
+        runner = Runner(
+            engine,
+            mode=mode,
+            stop=stop.event,
+            progress=progress,
+            limits=LimitsBySource(),
+            slots=StreamSlots(settings.execution.max_streams),
         )
-        outcomes = [_labelled(o, m) for m, found in zip(modes, results, strict=True) for o in found]
+        found = await runner.run_each(targets, modes)
+        labels = [m for m in modes for _ in targets]
+        outcomes = [_labelled(o, m) for o, m in zip(found, labels, strict=True)]
+        if slices > 1:
+            await finished(engine, targets, outcomes)
+    except StoppedBeforeStart:
+        return [], True
     finally:
         await engine.dispose()
     return outcomes, stop.event.is_set()
@@ -220,7 +248,8 @@ async def cmd_reconcile(args: argparse.Namespace) -> int:
     from pipeline.report import exit_code, print_outcomes
     from pipeline.run import Mode
 
-    outcomes, stopped = await _run_streams(args, args.streams, Mode("reconcile"))
+    mode = Mode("reconcile", confirm_deletes=args.confirm_deletes)
+    outcomes, stopped = await _run_streams(args, args.streams, mode)
     if outcomes:
         print_outcomes(outcomes, console(), title="reconcile")
     return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
@@ -229,12 +258,13 @@ async def cmd_reconcile(args: argparse.Namespace) -> int:
 async def cmd_backfill(args: argparse.Namespace) -> int:
     from pipeline.report import ProgressDisplay, exit_code, print_outcomes
     from pipeline.run import Mode
+    from pipeline.run.slices import refusal
 
     since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
     if until is not None and until < since:
         raise ConfigError("--until is before --since; give a window that moves forward in time")
-    if args.slices < 1:
-        raise ConfigError(f"--slices {args.slices}: give 1 or more")
+    if reason := refusal(args.slices, since, until):
+        raise ConfigError(reason)
     mode = Mode("backfill", since=since, until=until, dry_run=args.dry_run)
     label = f"backfill {args.stream}" + (" (dry run)" if args.dry_run else "")
     with ProgressDisplay(console(), label) as progress:
@@ -262,9 +292,7 @@ async def cmd_rederive(args: argparse.Namespace) -> int:
     since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
     if since is not None and until is not None and until < since:
         raise ConfigError("--until is before --since; give a window that moves forward in time")
-    batch_rows = BATCH_ROWS if args.batch_size is None else args.batch_size
-    if batch_rows < 1:
-        raise ConfigError(f"--batch-size {batch_rows}: give a number of rows, 1 or more")
+    batch_rows = BATCH_ROWS if args.batch_size is None else args.batch_size  # bounded by the parser
 
     def check(targets: list[Any]) -> None:
         for target in targets:
@@ -298,11 +326,18 @@ def _moment(text: str | None, option: str) -> Any:
 
 
 async def cmd_reset(args: argparse.Namespace) -> int:
-    from pipeline.state import forget
+    from pipeline.state import forget_stream
     from pipeline.targets import select_streams
 
     settings = _settings(args, require_file=True)
-    [target] = select_streams(settings, [args.stream])
+    targets = select_streams(settings, [args.stream])
+    if len(targets) > 1:
+        raise ConfigError(
+            f"reset {args.stream}: that names {len(targets)} streams "
+            f"({', '.join(t.key for t in targets)}); name one as <instance>.<stream>"
+        )
+    [target] = targets
+    key = shown(target.key)
     if not args.yes:
         if not sys.stdin.isatty():
             raise ConfigError(f"reset {target.key}: not a terminal; pass --yes to confirm")
@@ -313,20 +348,25 @@ async def cmd_reset(args: argparse.Namespace) -> int:
             return EXIT_OK
     engine = await _engine_for(settings)
     try:
-        await _require_current_schema(engine)
+        await _require_current_schema(engine, "write", "reset")
         async with engine.connect() as sa_conn:
             raw = await sa_conn.get_raw_connection()
             conn: Any = raw.driver_connection
-            forgot = await forget(conn, target.key)
-            await forget(conn, f"{target.key}#backfill")
-            await forget(conn, f"{target.key}#rederive")
-            await sa_conn.commit()
+            forgot = await forget_stream(conn, target.key)
     finally:
         await engine.dispose()
+    if forgot is None:
+        console().print(
+            f"{key}: a run of it is in progress (it holds the stream's lock): nothing was "
+            "forgotten, since the run would write its state back; reset it once it has ended",
+            highlight=False,
+        )
+        return exits.SKIPPED
     console().print(
-        f"{target.key}: watermark forgotten"
+        f"{key}: forgot {', '.join(forgot)}"
         if forgot
-        else f"{target.key}: had no state; nothing to forget"
+        else f"{key}: had no state; nothing to forget",
+        highlight=False,
     )
     return EXIT_OK
 
@@ -361,7 +401,7 @@ async def cmd_schedule(args: argparse.Namespace) -> int:
     url = await _database_url(settings)
     engine = await _engine_for(settings, url)
     try:
-        await _require_current_schema(engine)
+        await _require_current_schema(engine, "write", "schedule")
         async with _serving_metrics(args, settings, engine):
             scheduler = StreamScheduler(settings, engine, stop.event, database_url=url)
             await scheduler.serve(grace_seconds=args.grace)
@@ -374,8 +414,6 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     from pipeline.queue.worker import serve
     from pipeline.shutdown import GracefulStop
 
-    if args.concurrency < 1:
-        raise ConfigError(f"--concurrency {args.concurrency}: give 1 or more jobs at once")
     settings = _settings(args, require_file=True)
     if settings.execution.backend != "queue":
         raise ConfigError(
@@ -388,7 +426,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     url = await _database_url(settings)
     engine = await _engine_for(settings, url)
     try:
-        await _require_current_schema(engine)
+        await _require_current_schema(engine, "write", "worker")
     finally:
         await engine.dispose()  # the worker has its own; this one reconnects for /metrics only
     try:
@@ -414,7 +452,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args, require_file=False)
     engine = await _engine_for(settings)
     try:
-        await _require_current_schema(engine)
+        await _require_current_schema(engine, "read", "status")
         statuses = await stream_statuses(engine, settings)
     finally:
         await engine.dispose()

@@ -86,6 +86,7 @@ def load_settings(
         label = "(no config file)"
     else:
         label = str(path)
+        _check_config_file(path, label)
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -107,6 +108,38 @@ def load_settings(
             ) from None
     raw = _expand_env(raw, environ, label, ())
     return _validate(raw, environ, label, path, sources)
+
+
+MAX_CONFIG_BYTES = 64 * 1024 * 1024  # 2,500 accounts' tables are a few MB; more is a mistake
+
+
+def _check_config_file(path: Path, label: str) -> None:
+    """Refuse what reading would hang on or exhaust: a FIFO, a device (`/dev/zero`), a file
+    far larger than any configuration, a name the OS cannot take."""
+    import stat
+
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return  # the reader says so, with the usual advice
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"{label!r}: cannot read the file ({reason}); pass --config with a readable "
+            "pipeline.toml"
+        ) from None
+    if stat.S_ISDIR(found.st_mode):
+        return  # the reader says so
+    if not stat.S_ISREG(found.st_mode):
+        raise ConfigError(
+            f"{label}: not a regular file (a device, pipe or socket); pass --config with a "
+            "pipeline.toml file"
+        )
+    if found.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{label}: {found.st_size:,} bytes, more than any configuration "
+            f"({MAX_CONFIG_BYTES // (1024 * 1024)} MB at most); pass --config with the right file"
+        )
 
 
 def settings_from_mapping(

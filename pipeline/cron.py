@@ -37,6 +37,19 @@ def cron_trigger(expression: str) -> CronTrigger:
     )
 
 
+def firing_trigger(expression: str, now: datetime | None = None) -> CronTrigger:
+    """`cron_trigger`, refusing an expression that parses but never fires ("0 0 30 2 *": no
+    February has a 30th), which would leave a scheduler with a job that has no next run. Day of
+    month and day of week must both match (APScheduler's rule; classic cron takes either)."""
+    trigger = cron_trigger(expression)
+    if trigger.get_next_fire_time(None, now or datetime.now(UTC)) is None:
+        raise ValueError(
+            "never fires (no date matches every field: e.g. a day of the month that month never "
+            "has, or a day of the month and a weekday that never fall together)"
+        )
+    return trigger
+
+
 def period(expression: str, now: datetime | None = None) -> timedelta:
     """The time between the next two firings: how often a stream is expected to succeed."""
     trigger = cron_trigger(expression)

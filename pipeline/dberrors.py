@@ -110,6 +110,24 @@ def read_privilege_denied(exc: BaseException) -> str | None:
     return f"{_READ_PRIVILEGE.get(kind, 'SELECT')} on {kind} {name}"
 
 
+def refused(exc: BaseException) -> str | None:
+    """What the server refused this login, as words: a missing privilege (42501: "no right on
+    table pipeline.sync_runs (the server says: ...)") or a read-only session (25006); None for
+    any other error."""
+    state = sqlstate(exc)
+    said = _detail(driver_error(exc))
+    if state == "25006":
+        return f"the session is read-only ({said})"
+    if state != "42501":
+        return None
+    found = _DENIED.search(said)
+    if found is None:
+        return f"a privilege is missing ({said})"
+    kind, name = found.groups()
+    kind = "table" if kind == "relation" else kind
+    return f"this login has no right on {kind} {name} it needs ({said})"
+
+
 def _detail(error: BaseException) -> str:
     """The server's own words when it answered; the client's error, named, otherwise."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -147,6 +165,11 @@ def describe(exc: BaseException) -> str:
         return (
             f"database error: the server does not accept connections now ({_detail(error)}); "
             "it is starting up, shutting down or in recovery: run again when it is up"
+        )
+    if (refusal := refused(error)) is not None:
+        return (
+            f"database error: {refusal}; run the pipeline as the role that ran `pipeline db "
+            "upgrade` (it owns every table), or grant this login as much"
         )
     return f"database error: {type(error).__name__}: {error}"
 

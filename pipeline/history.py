@@ -17,6 +17,7 @@ from datetime import datetime
 import asyncpg
 
 from pipeline.counts import PageResult
+from pipeline.locks import PREFIX
 from pipeline.logs import secrets
 from pipeline.text import printable
 
@@ -34,7 +35,7 @@ def stream_lock_held(stream: str) -> str:
         "AND l.objsubid = 1 AND l.database = "
         "(SELECT oid FROM pg_database WHERE datname = current_database()) "
         "AND ((l.classid::bigint << 32) | l.objid::bigint) = "
-        f"hashtextextended('pipeline.stream:' || {stream}, 0))"
+        f"hashtextextended('{PREFIX}' || {stream}, 0))"
     )
 
 

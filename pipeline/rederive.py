@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from pipeline import statekeys
 from pipeline.counts import PageResult
 from pipeline.errors import Interrupted
 from pipeline.load.commit import Commit
@@ -182,7 +183,7 @@ class Rederivation:
         self.run_id = run_id
         self.since, self.until = since, until
         self.batch_rows = batch_rows
-        self.state_key = f"{target.key}#rederive"
+        self.state_key = str(statekeys.rederive(target.key))
         self.window = {
             "since": since.isoformat() if since else None,
             "until": until.isoformat() if until else None,

@@ -137,6 +137,10 @@ class StreamScheduler:
             )
         self.scheduler.start()
         for job in self.scheduler.get_jobs():
+            if job.next_run_time is None:  # validation refuses such schedules; never fatal here
+                log.error("job_never_fires", job=job.id, reason="its cron matches no date")
+                job.remove()
+                continue
             log.info("job_scheduled", job=job.id, next_run=job.next_run_time.isoformat())
         if not self.scheduler.get_jobs():
             log.warning("nothing_to_schedule", reason="no enabled stream in the configuration")

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 DEFAULT_MAX_STREAMS = 16
+DEFAULT_MAX_DELETE_FRACTION = 0.5
 
 
 class _Strict(BaseModel):
@@ -26,20 +27,23 @@ class StreamSettings(_Strict):
     schedule: str = "0 2 * * *"
     lookback_seconds: int = Field(default=0, ge=0)
     page_size: int | None = Field(default=None, ge=1)
+    # The most of a scope's live rows one run may mark deleted; beyond it the deletions are
+    # held and the run ends `held` (`pipeline.load.guard`). 1 turns the guard off.
+    max_delete_fraction: float = Field(default=DEFAULT_MAX_DELETE_FRACTION, gt=0, le=1)
 
     reconcile_schedule: str | None = None
 
     @field_validator("schedule", "reconcile_schedule")
     @classmethod
     def _cron_parses(cls, value: str | None) -> str | None:
-        from pipeline.cron import cron_trigger
+        from pipeline.cron import firing_trigger
 
         if value is None:
             return value
         try:
-            cron_trigger(value)
+            firing_trigger(value)
         except ValueError as exc:
-            raise ValueError(f'not a cron expression like "0 2 * * *" ({exc})') from None
+            raise ValueError(f'not a cron expression like "0 2 * * *" that fires ({exc})') from None
         return value
 
 

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from pipeline.logs import get_logger
 
 log = get_logger(__name__)
+T = TypeVar("T")
+
+
+class StoppedBeforeStart(Exception):
+    """A signal came while the command was still setting up: nothing ran, nothing to finish."""
 
 
 class GracefulStop:
@@ -40,6 +47,21 @@ class GracefulStop:
         log.info("stopping", signal=name, grace_seconds=self.grace_seconds)
         self.event.set()
         asyncio.get_running_loop().call_later(self.grace_seconds, self._cancel)
+
+    async def unless_stopped(self, step: Awaitable[T]) -> T:
+        """A set-up step (connecting, checking the schema, cutting slices) that the first
+        signal ends at once: nothing has run yet, so there is no page boundary to wait for."""
+        task = asyncio.ensure_future(step)
+        stopping = asyncio.ensure_future(self.event.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise StoppedBeforeStart("stopped while setting up; nothing ran")
 
     def _cancel(self) -> None:
         if self._task is not None and not self._task.done():

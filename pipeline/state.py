@@ -15,6 +15,9 @@ from typing import Any
 import asyncpg
 import orjson
 
+from pipeline.locks import TRY_LOCK, UNLOCK, lock_name
+from pipeline.statekeys import OF_STREAM, StateKey
+
 
 @dataclass(frozen=True)
 class StreamState:
@@ -74,3 +77,29 @@ async def forget(conn: asyncpg.Connection, stream_key: str) -> bool:
     """Drop a stream's state (watermark and checkpoint); its next run reads from the start."""
     status = await conn.execute("DELETE FROM pipeline.stream_state WHERE stream = $1", stream_key)
     return status.endswith(" 1")
+
+
+async def forget_stream(conn: asyncpg.Connection, stream_key: str) -> list[str] | None:
+    """`pipeline reset`: forget the stream's watermark and every checkpoint kept beside it
+    (backfills, each backfill slice and plan, rederive; not the indexes a first load put off:
+    `pipeline.statekeys`), holding the stream's lock meanwhile, so that no run writes its state
+    back after. Returns what was forgotten, or None when a run holds the lock."""
+    lock = lock_name(stream_key)
+    if not await conn.fetchval(TRY_LOCK, lock):
+        return None
+    try:
+        found = await conn.fetch(
+            f"SELECT stream FROM pipeline.stream_state WHERE {OF_STREAM}", stream_key
+        )
+        keys = []
+        for row in found:
+            try:
+                key = StateKey.parse(row["stream"])
+            except ValueError:
+                continue  # not a key this version writes: left alone
+            if key.stream == stream_key and key.progress:
+                keys.append(str(key))
+        await conn.execute("DELETE FROM pipeline.stream_state WHERE stream = ANY($1)", keys)
+        return keys
+    finally:
+        await conn.execute(UNLOCK, lock)

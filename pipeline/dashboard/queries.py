@@ -84,6 +84,8 @@ class Overview:
     failed: int
     late: int
     queue: bool
+    # Did not run (its lock was held by someone else) or held back deletions: a person's call.
+    attention: int = 0
 
 
 def _state(s: StreamStatus) -> str:
@@ -91,6 +93,8 @@ def _state(s: StreamStatus) -> str:
         return "unconfigured"
     if s.failed:
         return "failed"
+    if s.last_run_status in ("skipped", "held"):
+        return s.last_run_status
     if s.stale:
         return "late"
     if s.last_run_status in ("interrupted", "running"):
@@ -191,6 +195,7 @@ async def overview(engine: AsyncEngine, settings: Settings, now: datetime) -> Ov
         failed=sum(c.state == "failed" for c in every),
         late=sum(c.state == "late" for c in every),
         queue=settings.execution.backend == "queue",
+        attention=sum(c.state in ("skipped", "held") for c in every),
     )
 
 

@@ -40,6 +40,11 @@ class Absences:
         self._first_load = False
         self._known = False
 
+    @property
+    def scope(self) -> Scope:
+        """The rows the current scan covers: where its silence can mean a deletion."""
+        return self._scope
+
     def begin(self, scope: Scope, stored: StoredHashes | None, *, first_load: bool) -> None:
         """A new scan over `scope`: nothing seen yet (the caller emptied the seen keys)."""
         self._scope, self._stored, self._first_load = scope, stored, first_load

@@ -16,12 +16,13 @@ import uuid
 
 import asyncpg
 
+from pipeline import statekeys
 from pipeline.load.sql import SECONDARY_INDEXES
 from pipeline.state import forget, read_state, save_checkpoint
 
 
 def _state_key(stream_key: str) -> str:
-    return f"{stream_key}#indexes"
+    return str(statekeys.indexes(stream_key))
 
 
 # Runs of several instances of one source type share its tables: their index work takes this

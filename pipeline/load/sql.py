@@ -36,13 +36,6 @@ QUARANTINE = (
     "VALUES ($1, $2, $3, $4, $5)"
 )
 
-# A stream run's advisory lock: one run of a stream at a time, across processes and machines.
-TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
-UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
-# Slices of one backfill share their stream's lock: together, never beside another run.
-TRY_LOCK_SHARED = "SELECT pg_try_advisory_lock_shared(hashtextextended($1, 0))"
-UNLOCK_SHARED = "SELECT pg_advisory_unlock_shared(hashtextextended($1, 0))"
-
 # A table's secondary indexes (what a first load may build at its end instead of row by row).
 SECONDARY_INDEXES = (
     "SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS definition "
@@ -56,10 +49,6 @@ ROW_ESTIMATE = "SELECT reltuples FROM pg_class WHERE oid = $1::regclass"
 
 def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def lock_name(stream_key: str) -> str:
-    return f"pipeline.stream:{stream_key}"
 
 
 @dataclass(frozen=True)
@@ -154,6 +143,10 @@ class TableSql:
     def any_row(self) -> str:
         """Whether the instance ($1) has a row in the table."""
         return f"SELECT EXISTS (SELECT 1 FROM {self.table} WHERE _source = $1)"
+
+    def live_in_scope(self, scope: Scope) -> str:
+        """Live rows among those a scan covers (the mass-deletion guard's denominator)."""
+        return f"SELECT count(*) FROM {self.table} t WHERE t._deleted_at IS NULL{scope.sql(1)}"
 
     def no_row(self) -> str:
         """Whether the table is empty, whatever the instance (only then may a load put its

@@ -17,7 +17,7 @@ A batch found unchanged in memory with nothing to commit needs no transaction at
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -26,13 +26,16 @@ from pipeline.counts import PageResult, latest
 from pipeline.load import indexes
 from pipeline.load.absences import Absences
 from pipeline.load.commit import Commit
+from pipeline.load.guard import DeletionGuard, HeldBack, Settled
 from pipeline.load.prepare import PreparedBatch, Preparer, Rejected, raw_text
 from pipeline.load.rows import Typist
 from pipeline.load.sql import QUARANTINE, Scope, TableSql
 from pipeline.load.stored import StoredHashes
-from pipeline.logs import secrets
+from pipeline.logs import get_logger, secrets
 from pipeline.streams import Deletions, SourceSpec, Stream
 from pipeline.text import printable
+
+log = get_logger(__name__)
 
 
 class TableWriter:
@@ -54,8 +57,10 @@ class TableWriter:
         *,
         rewrite: bool = False,
         instance: str | None = None,
+        guard: DeletionGuard | None = None,
     ) -> None:
         self.conn = conn
+        self.guard = guard or DeletionGuard()
         # The `[sources.<instance>]` the rows are read from: their `_source`.
         self.instance = instance or source.name
         self.stream = stream
@@ -288,30 +293,64 @@ class TableWriter:
 
     # ---- after a complete scan --------------------------------------------------------------
 
-    async def settle(self, confirmed_gone: Sequence[Any], commit: Commit | None = None) -> int:
+    async def settle(self, confirmed_gone: Sequence[Any], commit: Commit | None = None) -> Settled:
         """After a complete scan, in one transaction: count an absent scan for every live row
         it did not see, mark deleted those confirmed gone or absent often enough, and write
-        `commit`. Returns how many rows were marked deleted."""
+        `commit`. Deletions beyond the guard's fraction are held back (`pipeline.load.guard`)."""
         async with self.conn.transaction():
-            deleted = await self.absences.record(confirmed_gone)
+            scope = self.absences.scope
+            settled = await self._guarded(
+                lambda: self.absences.record(confirmed_gone),
+                self.sql.live_in_scope(scope),
+                scope.values,
+            )
             if commit is not None:
                 await commit.apply(self.conn, PageResult())
-        return deleted
+        return settled
 
     async def commit_only(
         self, commit: Commit, retire: tuple[str, Sequence[Any]] | None = None
-    ) -> int:
+    ) -> Settled:
         """State that commits without rows of its own, in one transaction: `commit` (a
         cleared checkpoint, the watermark) and, after every partition of a snapshot stream,
         `retire` `(column, live values)`: rows of partitions (parents) that no longer exist are
-        gone too. Returns how many rows were marked deleted."""
-        retired = 0
+        gone too, unless the guard holds them back."""
+        settled = Settled()
         async with self.conn.transaction():
             if retire is not None:
                 column, live = retire
-                status = await self.conn.execute(
-                    self.sql.retire_partitions(column), list(live), self.run_id, self.instance
+
+                async def retired() -> int:
+                    status = await self.conn.execute(
+                        self.sql.retire_partitions(column), list(live), self.run_id, self.instance
+                    )
+                    return int(status.split()[-1])
+
+                instance = Scope((("t._source = {}", self.instance),))
+                settled = await self._guarded(
+                    retired, self.sql.live_in_scope(instance), instance.values
                 )
-                retired = int(status.split()[-1])
             await commit.apply(self.conn, PageResult())
-        return retired
+        return settled
+
+    async def _guarded(
+        self, delete: Callable[[], Awaitable[int]], live_sql: str, live_args: Sequence[Any]
+    ) -> Settled:
+        """Mark deletions in a savepoint; undo them when the guard says they are too many."""
+        try:
+            async with self.conn.transaction():
+                deleted = await delete()
+                if deleted and self.guard.armed:
+                    remaining = int(await self.conn.fetchval(live_sql, *live_args))
+                    if self.guard.holds(deleted, remaining):
+                        raise HeldBack(Settled(held=deleted), remaining + deleted)
+        except HeldBack as held:
+            log.warning(
+                "deletions_held",
+                table=self.stream.name,
+                held=held.settled.held,
+                live_before=held.live_before,
+                max_delete_fraction=self.guard.max_fraction,
+            )
+            return held.settled
+        return Settled(deleted=deleted)

@@ -21,6 +21,7 @@ import procrastinate
 from procrastinate import JobContext, RetryDecision
 from procrastinate.retry import BaseRetryStrategy
 
+from pipeline import statekeys
 from pipeline.db import plain_url
 from pipeline.tables import QUEUE_SCHEMA
 
@@ -54,6 +55,7 @@ class StreamJob:
     until: str | None = None
     dry_run: bool = False
     sliced: bool = False  # one window of a backfill split in slices
+    confirm_deletes: bool = False  # `reconcile --confirm-deletes`
 
     @classmethod
     def new(cls, key: str, mode: Any, run_id: uuid.UUID | None = None) -> StreamJob:
@@ -65,13 +67,14 @@ class StreamJob:
             until=_iso(mode.until),
             dry_run=mode.dry_run,
             sliced=mode.sliced,
+            confirm_deletes=mode.confirm_deletes,
         )
 
     @property
     def lock(self) -> str:
         """One running job per stream; a backfill slice is a window of its own."""
         if self.kind == "backfill":
-            return f"{self.stream}#backfill@{self.since}..{self.until}"
+            return str(statekeys.backfill(self.stream, f"{self.since}..{self.until}"))
         return self.stream
 
     @property
@@ -91,6 +94,7 @@ class StreamJob:
             until=_moment(self.until),
             dry_run=self.dry_run,
             sliced=self.sliced,
+            confirm_deletes=self.confirm_deletes,
         )
 
 

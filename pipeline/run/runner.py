@@ -56,12 +56,22 @@ class Runner:
         self.slots = slots or StreamSlots()
         self.run_id = run_id or uuid.uuid4()
         self.mode = mode or Mode()
-        self.kind = self.mode.kind
         self.stop = stop or asyncio.Event()
         self.clock = clock  # the run's start: caps watermarks, dates daily rows
         self.progress = progress
 
     async def run(self, targets: list[StreamTarget]) -> list[StreamOutcome]:
+        return await self.run_each(targets, [self.mode])
+
+    async def run_each(self, targets: list[StreamTarget], modes: list[Mode]) -> list[StreamOutcome]:
+        """Every target in every mode (a backfill's slices), side by side within the slots, one
+        HTTP client per source for all of them (one login, one session); outcomes mode by
+        mode. Each mode after the first is a run of its own id."""
+        runs = [
+            (mode, self.run_id if i == 0 else uuid.uuid4(), target)
+            for i, mode in enumerate(modes)
+            for target in targets
+        ]
         async with AsyncExitStack() as stack:
             clients: dict[str, HttpClient] = {}
             for target in targets:
@@ -70,26 +80,28 @@ class Runner:
                     client = build_client(target.source, target.config, self.limits)
                     clients[name] = await stack.enter_async_context(client)
             results = await asyncio.gather(
-                *(self._run_stream(t, clients[t.instance]) for t in targets),
+                *(self._run_stream(t, clients[t.instance], m, r) for m, r, t in runs),
                 return_exceptions=True,
             )
         outcomes = []
-        for target, result in zip(targets, results, strict=True):
+        for (mode, run_id, target), result in zip(runs, results, strict=True):
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, BaseException):
-                result = await self._not_started(target, result)
+                result = await self._not_started(target, result, mode, run_id)
             metrics.record_outcome(
                 result,
                 stream=target.key,
                 source=target.instance,
                 source_type=target.source.name,
-                kind=self.kind,
+                kind=mode.kind,
             )
             outcomes.append(result)
         return outcomes
 
-    async def _not_started(self, target: StreamTarget, error: BaseException) -> StreamOutcome:
+    async def _not_started(
+        self, target: StreamTarget, error: BaseException, mode: Mode, run_id: uuid.UUID
+    ) -> StreamOutcome:
         """A stream that failed outside its own error handling (no database connection, say):
         its failure is recorded as any other, once the other streams have given their pooled
         connections back (so a full server still has one for it)."""
@@ -104,36 +116,40 @@ class Runner:
                 raw = await sa_conn.get_raw_connection()
                 conn: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
                 await history.not_run(
-                    conn, self.run_id, target.key, self.kind, "failed", outcome.error or text
+                    conn, run_id, target.key, mode.kind, "failed", outcome.error or text
                 )
                 await sa_conn.commit()
         except dberrors.DATABASE_ERRORS as exc:
             log.error("run_history_not_written", stream=target.key, error=str(exc))
         return outcome
 
-    async def _run_stream(self, target: StreamTarget, client: HttpClient) -> StreamOutcome:
+    async def _run_stream(
+        self, target: StreamTarget, client: HttpClient, mode: Mode, run_id: uuid.UUID
+    ) -> StreamOutcome:
         with structlog.contextvars.bound_contextvars(
-            run_id=str(self.run_id), source=target.instance, stream=target.stream.name
+            run_id=str(run_id), source=target.instance, stream=target.stream.name
         ):
             async with self.slots.held():
-                return await self._run_in_slot(target, client)
+                return await self._run_in_slot(target, client, mode, run_id)
 
-    async def _run_in_slot(self, target: StreamTarget, client: HttpClient) -> StreamOutcome:
+    async def _run_in_slot(
+        self, target: StreamTarget, client: HttpClient, mode: Mode, run_id: uuid.UUID
+    ) -> StreamOutcome:
         started = time.monotonic()
         async with self.engine.connect() as sa_conn:
             raw = await sa_conn.get_raw_connection()
             conn: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
             if self.stop.is_set():  # asked to stop while it waited for its turn
-                return await self._stopped_before_start(conn, target)
+                return await self._stopped_before_start(conn, target, mode, run_id)
             run = StreamRun(
                 target,
                 client,
                 conn,
-                run_id=self.run_id,
-                mode=self.mode,
+                run_id=run_id,
+                mode=mode,
                 stop=self.stop,
                 run_start=self.clock(),
-                strategy=strategy_for(target.stream, self.mode),
+                strategy=strategy_for(target.stream, mode),
                 progress=self.progress,
             )
             outcome = await run.run()
@@ -155,9 +171,9 @@ class Runner:
         return outcome
 
     async def _stopped_before_start(
-        self, conn: asyncpg.Connection, target: StreamTarget
+        self, conn: asyncpg.Connection, target: StreamTarget, mode: Mode, run_id: uuid.UUID
     ) -> StreamOutcome:
         error = f"{target.key}: stopped before its turn to run came (max_streams were running)"
-        await history.not_run(conn, self.run_id, target.key, self.kind, "interrupted", error)
+        await history.not_run(conn, run_id, target.key, mode.kind, "interrupted", error)
         log.info("stream_not_started", reason=error)
         return StreamOutcome(target.key, "interrupted", error=error)

@@ -19,13 +19,14 @@ from typing import Any
 
 import asyncpg
 
-from pipeline import dberrors, history
+from pipeline import dberrors, history, statekeys
 from pipeline.counts import PageResult
 from pipeline.errors import Interrupted, PipelineError
 from pipeline.extract.http import HttpClient
 from pipeline.extract.paginators import Fetch, Paginator
 from pipeline.load import Batch, Commit, TableWriter
-from pipeline.load.sql import TRY_LOCK, TRY_LOCK_SHARED, UNLOCK, UNLOCK_SHARED, lock_name
+from pipeline.load.guard import DeletionGuard, Settled
+from pipeline.locks import TRY_LOCK, TRY_LOCK_SHARED, UNLOCK, UNLOCK_SHARED, lock_name
 from pipeline.logs import get_logger
 from pipeline.rederive import BATCH_ROWS
 from pipeline.run.fetch import list_fetch
@@ -69,6 +70,9 @@ class Mode:
     # One window of a backfill split in several (`backfill --slices`): its checkpoint and lock
     # are the window's, and it shares the stream's lock with the other slices.
     sliced: bool = False
+    # `reconcile --confirm-deletes`: what it confirms deleted is applied, however many
+    # (`pipeline.load.guard`).
+    confirm_deletes: bool = False
 
     @property
     def window(self) -> str:
@@ -125,7 +129,7 @@ class StreamRun:
             return [(TRY_LOCK, UNLOCK, name)]
         return [
             (TRY_LOCK_SHARED, UNLOCK_SHARED, name),
-            (TRY_LOCK, UNLOCK, f"{name}#backfill@{self.mode.window}"),
+            (TRY_LOCK, UNLOCK, lock_name(str(statekeys.backfill(self.key, self.mode.window)))),
         ]
 
     async def run(self) -> StreamOutcome:
@@ -173,6 +177,8 @@ class StreamRun:
             writer = await self.writer(self.stream, rewrite=self.mode.kind == "backfill")
             await self.strategy(self, writer, state)
             status = "succeeded"
+            if self.outcome.held_deletes:
+                status, error = "held", self._held_message()
         except asyncio.CancelledError:
             status, error = "interrupted", "stopped before the run finished"
             raise
@@ -189,9 +195,21 @@ class StreamRun:
         finally:
             self.outcome.status = status
             self.outcome.error = history.stored_error(error)
-            if error:
+            if status == "held":
+                log.warning("stream_held_deletions", error=self.outcome.error)
+            elif error:
                 log.error("stream_failed", error=self.outcome.error)
             await asyncio.shield(self._finish(status))
+
+    def _held_message(self) -> str:
+        fraction = self.target.settings.max_delete_fraction
+        return (
+            f"{self.key}: {self.outcome.held_deletes} rows would have been marked deleted in "
+            f"one run, more than max_delete_fraction ({fraction:g}) of the live rows they were "
+            "among; nothing was deleted (the rows read were loaded). Check the source (an "
+            "outage, a narrowed permission or filter); if the deletions are real, run "
+            f"`pipeline reconcile {self.key} --confirm-deletes`"
+        )
 
     async def _finish(self, status: str) -> None:
         if self.history_row is None:
@@ -208,6 +226,7 @@ class StreamRun:
                 watermark_after=self.outcome.watermark,
                 deleted=self.outcome.deleted,
                 error=self.outcome.error,
+                held_deletes=self.outcome.held_deletes,
             )
         except dberrors.DATABASE_ERRORS as exc:
             log.error("run_history_not_written", error=str(exc))
@@ -217,6 +236,7 @@ class StreamRun:
     async def writer(self, stream: Stream, *, rewrite: bool = False) -> TableWriter:
         """A writer for one of the run's tables, set up on the run's connection; indexes a
         crashed first load put off are built first (`pipeline.load.indexes`)."""
+        fraction = self.target.settings.max_delete_fraction
         writer = TableWriter(
             self.conn,
             self.target.source,
@@ -225,6 +245,7 @@ class StreamRun:
             self.context,
             rewrite=rewrite,
             instance=self.target.instance,
+            guard=DeletionGuard(None if self.mode.confirm_deletes else fraction),
         )
         await writer.set_up()
         await writer.finish_load()
@@ -252,6 +273,11 @@ class StreamRun:
             watermark=None if watermark is None else (self.key, watermark),
             checkpoint=checkpoint,
         )
+
+    def settled(self, settled: Settled) -> None:
+        """A scan's settling: its deletions, and those the guard held back."""
+        self.outcome.deleted += settled.deleted
+        self.outcome.held_deletes += settled.held
 
     def advanced(self, watermark: datetime | None) -> None:
         if watermark is not None:

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pipeline import exits
 from pipeline.config import Settings
 from pipeline.errors import NotFound
 from pipeline.extract.http import JsonResponse
@@ -284,3 +285,59 @@ async def test_a_removed_record_answers_404_and_is_marked_deleted(
         engine, f"SELECT _deleted_at FROM {table} WHERE {column} = :key", key=victim
     )
     assert deleted_at is not None
+
+
+@pytest.mark.redteam
+@contract
+async def test_a_source_that_suddenly_lists_a_few_of_its_records_deletes_nothing_until_confirmed(
+    engine: AsyncEngine, source: SourceSpec, stream: Stream
+) -> None:
+    """Finding 9 (mass deletion with no guard): every record but one removed at the source, the
+    run that would mark them deleted holds them back instead (`held`, exit code 5); a
+    `reconcile --confirm-deletes` then applies them."""
+    key = _key(source, stream)
+    removal = _declared(source, stream).removal
+    if removal.marked_by is None or removal.mutate is None:
+        pytest.skip(f"{key}: {removal.why}")
+    async with serve(_small(source)) as running:
+        settings = _settings(source, stream, running)
+        assert (await _sync(engine, settings, key)).status == "succeeded"
+        # Seeking by value serves a second's records twice: one of each.
+        served = list(
+            {
+                _primary_key(stream, r, f): (r, f) for r, f in await _walk(source, stream, settings)
+            }.items()
+        )
+        for _, (record, fixed) in served[1:]:
+            fields = {**record, **fixed}
+            running.sim.mutate({k: v.format(**fields) for k, v in removal.mutate.items()})
+        gone = {k for k, _ in served[1:]}
+        outcomes = [await _sync(engine, settings, key)]
+        if removal.marked_by == "second sync":
+            outcomes.append(await _sync(engine, settings, key))
+        elif removal.marked_by == "reconcile":
+            reconcile = Runner(engine, mode=Mode(kind="reconcile"))
+            outcomes += await asyncio.wait_for(
+                reconcile.run([_target(source, stream, settings)]), SECONDS
+            )
+        last = outcomes[-1]
+        assert last.status == "held", (last.status, last.error)
+        assert last.held_deletes + last.deleted == len(gone) and last.held_deletes >= 2
+        assert "--confirm-deletes" in (last.error or "")
+        assert exits.for_outcomes([last]) == exits.HELD
+        assert gone - await _stored_keys(engine, source, stream) <= set(
+            await _deleted_keys(engine, source, stream)
+        )
+        confirmed = Runner(engine, mode=Mode(kind="reconcile", confirm_deletes=True))
+        [applied] = await asyncio.wait_for(
+            confirmed.run([_target(source, stream, settings)]), SECONDS
+        )
+    assert applied.status == "succeeded", applied.error
+    assert gone <= set(await _deleted_keys(engine, source, stream))
+    assert len(await _stored_keys(engine, source, stream)) == len(served) - len(gone)
+
+
+async def _deleted_keys(engine: AsyncEngine, source: SourceSpec, stream: Stream) -> set[Any]:
+    table, key = f"{source.schema}.{stream.name}", stream.primary_key.name
+    found = await rows(engine, f"SELECT {key} FROM {table} WHERE _deleted_at IS NOT NULL")
+    return {row[0] for row in found}

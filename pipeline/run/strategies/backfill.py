@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from pipeline import statekeys
 from pipeline.counts import PageResult
 from pipeline.errors import PipelineError
 from pipeline.extract.rawjson import parse_record
@@ -38,7 +39,7 @@ async def backfill(run: StreamRun, writer: TableWriter, state: StreamState) -> N
         )
     assert mode.since is not None
     # A slice's progress is its window's own, beside the other slices'.
-    state_key = f"{run.key}#backfill" + (f"@{mode.window}" if mode.sliced else "")
+    state_key = str(statekeys.backfill(run.key, mode.window if mode.sliced else ""))
     window = {
         "since": mode.since.isoformat(),
         "until": mode.until.isoformat() if mode.until else None,

@@ -50,7 +50,7 @@ async def partitioned(run: StreamRun, writer: TableWriter, state: StreamState) -
     if run.stream.deletions is Deletions.SNAPSHOT:
         retire = (partitions.column, sorted(keys))
     commit = run.commit(watermark=watermark, checkpoint=(run.key, None))
-    run.outcome.deleted += await writer.commit_only(commit, retire)
+    run.settled(await writer.commit_only(commit, retire))
     run.advanced(watermark)
 
 

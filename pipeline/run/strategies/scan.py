@@ -19,6 +19,7 @@ from pipeline import metrics
 from pipeline.counts import PageResult
 from pipeline.errors import NotFound, SourceHttpError
 from pipeline.load import Batch, Commit, TableWriter
+from pipeline.load.guard import Settled
 from pipeline.load.held import HeldWrites
 from pipeline.logs import get_logger
 from pipeline.run.ahead import overlapped
@@ -84,11 +85,11 @@ async def settle(
     judged = stream.deletions is not Deletions.NEVER
     gone = await _probe_absent(run, writer, stream) if judged else []
     if judged:
-        deleted = await writer.settle(gone, commit)
+        settled = await writer.settle(gone, commit)
     else:
-        deleted = await writer.commit_only(commit) if commit is not None else 0
-    run.outcome.deleted += deleted
-    return deleted
+        settled = await writer.commit_only(commit) if commit is not None else Settled()
+    run.settled(settled)
+    return settled.deleted
 
 
 async def _probe_absent(run: StreamRun, writer: TableWriter, stream: Stream) -> list[Any]:
