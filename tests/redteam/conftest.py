@@ -12,3 +12,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/redteam/" in item.nodeid.replace("\\", "/"):
             item.add_marker(pytest.mark.redteam)
+
+
+@pytest.fixture
+def on_test_database(monkeypatch: pytest.MonkeyPatch, database_url: str) -> str:
+    """The `pipeline` command run in-process talks to the test's database, and reads no
+    configuration but the one a test names."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("PIPELINE_CONFIG", raising=False)
+    return database_url

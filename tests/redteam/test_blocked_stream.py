@@ -5,7 +5,6 @@ row naming the lock's holder, a metric, exit code 4, and `status` calls for atte
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import asyncpg
@@ -15,25 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline import exits, metrics
 from pipeline.db import plain_url
 from pipeline.sandbox import RunningSimulator
-from tests.helpers import rows, run_cli, write_config
+from tests.helpers import rows, run_cli
+from tests.redteam.cli import soho_config
 from tests.roles import login_in
-from tests.source_limits import expect_config
 
 LOCK = "SELECT pg_advisory_lock(hashtextextended('pipeline.stream:soho.customers', 0))"
 
 
 @pytest.fixture
-def config(
-    tmp_path: Path, database_url: str, soho: RunningSimulator, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.delenv("PIPELINE_CONFIG", raising=False)
-    path = write_config(
-        tmp_path / "pipeline.toml",
-        {"sources.soho": {"base_url": f"{soho.url}/api/v1", "token": soho.sim.token}},  # type: ignore[attr-defined]
-    )
-    expect_config(path, os.environ, soho)
-    return path
+def config(tmp_path: Path, on_test_database: str, soho: RunningSimulator) -> Path:
+    return soho_config(tmp_path, soho)
 
 
 async def test_a_stream_a_stranger_locked_is_recorded_skipped_counted_and_exits_4(

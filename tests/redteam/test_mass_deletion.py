@@ -7,7 +7,6 @@ ends `held`, exit 5, `status` and the dashboard say so) until `pipeline reconcil
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,20 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline import exits
 from pipeline.dashboard.queries import overview
 from pipeline.sandbox import RunningSimulator, SohoSimulator, serve
-from tests.helpers import make_settings, rows, run_cli, scalar, write_config
-from tests.source_limits import expect_config
+from tests.helpers import make_settings, rows, run_cli, scalar
+from tests.redteam.cli import soho_config
 
 LIVE = "SELECT count(*) FROM soho.customers WHERE _deleted_at IS NULL"
 
 
 async def test_ninety_nine_of_a_hundred_vanishing_are_held_until_confirmed(
     engine: AsyncEngine,
-    database_url: str,
+    on_test_database: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", database_url)
     sim = SohoSimulator(customers=100, seed=301)
     async with serve(sim) as soho:
         config = _config(tmp_path, soho)
@@ -66,9 +63,8 @@ async def test_ninety_nine_of_a_hundred_vanishing_are_held_until_confirmed(
 
 
 async def test_a_stream_may_allow_more_and_a_few_deletions_pass(
-    engine: AsyncEngine, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, on_test_database: str, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", database_url)
     sim = SohoSimulator(customers=40, seed=302)
     async with serve(sim) as soho:
         config = _config(tmp_path, soho, max_delete_fraction=1.0)
@@ -86,12 +82,4 @@ async def test_a_stream_may_allow_more_and_a_few_deletions_pass(
 
 
 def _config(tmp_path: Path, soho: RunningSimulator, **stream: float) -> Path:
-    path = write_config(
-        tmp_path / "pipeline.toml",
-        {
-            "sources.soho": {"base_url": f"{soho.url}/api/v1", "token": soho.sim.token},  # type: ignore[attr-defined]
-            "sources.soho.streams.customers": dict(stream),
-        },
-    )
-    expect_config(path, os.environ, soho)
-    return path
+    return soho_config(tmp_path, soho, streams=dict(stream))

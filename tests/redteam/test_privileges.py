@@ -11,17 +11,14 @@ import pytest
 
 from pipeline import exits
 from pipeline.sandbox import RunningSimulator
-from tests.helpers import run_cli, write_config
+from tests.helpers import run_cli
+from tests.redteam.cli import soho_config
 from tests.roles import login_in
 
 
 @pytest.fixture
-def config(tmp_path: Path, soho: RunningSimulator, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("PIPELINE_CONFIG", raising=False)
-    return write_config(
-        tmp_path / "pipeline.toml",
-        {"sources.soho": {"base_url": f"{soho.url}/api/v1", "token": soho.sim.token}},  # type: ignore[attr-defined]
-    )
+def config(tmp_path: Path, on_test_database: str, soho: RunningSimulator) -> Path:
+    return soho_config(tmp_path, soho)
 
 
 @pytest.mark.parametrize(

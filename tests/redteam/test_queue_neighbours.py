@@ -5,7 +5,9 @@ job table, which only a role that may update it can write, and the stopped run s
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline.db import plain_url
 from pipeline.sandbox import SohoSimulator
 from tests.queue_procs import (
+    Processes,
     at_least,
     finished_jobs,
     jobs,
@@ -61,22 +64,27 @@ def _forged(job_id: int) -> list[str]:
     return aborts + noise + aborts
 
 
-async def _running_job(engine: AsyncEngine) -> Any:
-    await until(lambda: at_least(pages_running(engine, STREAM), 2), what="2 pages", seconds=60)
-    [job] = await jobs(engine)
-    assert job.status == "doing"
-    return job
+@contextlib.asynccontextmanager
+async def _job_running(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, seed: int
+) -> AsyncIterator[tuple[Processes, Any, Any]]:
+    """A worker, and the Valomnia stream's job running on it two pages in: (its processes,
+    the worker, the job)."""
+    async with queue_processes(
+        tmp_path, database_url, SohoSimulator(customers=20, seed=seed), slow_valomnia(seed + 1)
+    ) as procs:
+        worker = await procs.worker()
+        assert (await procs.run("sync", "--no-wait", STREAM))[0] == 0
+        await until(lambda: at_least(pages_running(engine, STREAM), 2), what="2 pages", seconds=60)
+        [job] = await jobs(engine)
+        assert job.status == "doing"
+        yield procs, worker, job
 
 
 async def test_a_notify_from_any_login_neither_aborts_a_job_nor_stops_the_worker(
     engine: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
-    async with queue_processes(
-        tmp_path, database_url, SohoSimulator(customers=20, seed=101), slow_valomnia(102)
-    ) as procs:
-        worker = await procs.worker()
-        assert (await procs.run("sync", "--no-wait", STREAM))[0] == 0
-        job = await _running_job(engine)
+    async with _job_running(engine, database_url, tmp_path, 101) as (procs, worker, job):
         async with (
             login_in(database_url, None) as stranger,
             login_in(database_url, "pipeline_analyst") as analyst,
@@ -115,12 +123,7 @@ async def test_no_reader_or_stranger_can_record_an_abort(
 async def test_an_abort_recorded_in_the_job_table_stops_the_run_and_names_who_asked(
     engine: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
-    async with queue_processes(
-        tmp_path, database_url, SohoSimulator(customers=20, seed=103), slow_valomnia(104)
-    ) as procs:
-        worker = await procs.worker()
-        assert (await procs.run("sync", "--no-wait", STREAM))[0] == 0
-        job = await _running_job(engine)
+    async with _job_running(engine, database_url, tmp_path, 103) as (procs, worker, job):
         operator = await asyncpg.connect(
             plain_url(database_url),
             server_settings={**QUEUE_PATH, "application_name": "ops console"},

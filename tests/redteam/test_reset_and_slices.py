@@ -20,21 +20,16 @@ from pipeline.run.slices import finished, planned_slices
 from pipeline.run.stream_run import StreamOutcome
 from pipeline.sandbox import RunningSimulator
 from pipeline.targets import select_streams
-from tests.helpers import execute, instance_settings, rows, run_cli, write_config
+from tests.helpers import execute, instance_settings, rows, run_cli
+from tests.redteam.cli import soho_config
 
 KEY = "soho.customers"
 
 
 @pytest.fixture
-def config(
-    tmp_path: Path, database_url: str, soho: RunningSimulator, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    body = {"base_url": f"{soho.url}/api/v1", "token": soho.sim.token}  # type: ignore[attr-defined]
-    return write_config(
-        tmp_path / "pipeline.toml",
-        {"sources.soho": body, "sources.soho_b": {**body, "type": "soho", "token": "b" * 32}},
-    )
+def config(tmp_path: Path, on_test_database: str, soho: RunningSimulator) -> Path:
+    other = {"type": "soho", "base_url": f"{soho.url}/api/v1", "token": "b" * 32}
+    return soho_config(tmp_path, soho, more={"sources.soho_b": other})
 
 
 async def _keys(engine: AsyncEngine) -> set[str]:

@@ -6,7 +6,6 @@ reasons and record keys, log lines."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.sandbox import HttpError, RunningSimulator
 from pipeline.text import is_printable, printable
-from tests.helpers import rows, run_cli, write_config
-from tests.source_limits import expect_config
+from tests.helpers import rows, run_cli
+from tests.redteam.cli import soho_config
 
 # OSC retitles the window, CSI 2K erases the line, CR returns to its start, then a forged line
 # in green; a C1 CSI (U+009B) and a right-to-left override for good measure.
@@ -43,24 +42,12 @@ def _raw_controls(text: str) -> list[str]:
 async def test_a_hostile_error_body_and_record_are_shown_escaped_everywhere(
     body: str,
     engine: AsyncEngine,
-    database_url: str,
+    on_test_database: str,
     soho: RunningSimulator,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    config = write_config(
-        tmp_path / "pipeline.toml",
-        {
-            "sources.soho": {
-                "base_url": f"{soho.url}/api/v1",
-                "token": soho.sim.token,  # type: ignore[attr-defined]
-                "max_retries": 0,
-            }
-        },
-    )
-    expect_config(config, os.environ, soho)
+    config = soho_config(tmp_path, soho, max_retries=0)
     store = soho.sim._customers  # type: ignore[attr-defined]
     store[soho.sim.ids[3]]["updated_at"] = HOSTILE  # type: ignore[attr-defined]
     assert await run_cli("--config", str(config), "sync") == 3  # one record quarantined
