@@ -72,6 +72,9 @@ class SourceSettings(_Strict):
     max_retries: int = Field(default=5, ge=0, le=20)
     backoff_seconds: float = Field(default=0.5, ge=0)
     max_response_mb: float = Field(default=64.0, gt=0)
+    # A Retry-After asking for longer fails the run at once instead of being waited out; a
+    # server asking for more than a day is down, not busy.
+    max_retry_after_seconds: float = Field(default=300.0, ge=0, le=86_400.0)
     verify_tls: bool = True
     streams: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
