@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -85,6 +86,7 @@ class HttpClient:
         self.max_backoff_seconds = max_backoff_seconds
         self.max_response_bytes = max_response_bytes
         self.max_retry_after_seconds = max_retry_after_seconds
+        self.timeout_seconds = timeout_seconds
         self._limits = limits or SourceLimits(max_concurrency, requests_per_second)
         self.max_concurrency = self._limits.max_concurrency
         self._timeout = aiohttp.ClientTimeout(
@@ -273,9 +275,28 @@ class HttpClient:
                 metrics.http_response(self.source, resp.status)
                 body = await self._read_body(resp, method, path)
                 return resp.status, resp.headers, body, resp
-        except (TimeoutError, aiohttp.ClientConnectionError):
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Raw, these reached the runner as an internal error, or (a refused connection is
+            # an OSError) as a lost database. A login is one attempt: it fails, classified.
             self._unanswered(answered)
-            raise
+            raise self._no_answer(method, path, exc) from None
+
+    def _no_answer(self, method: str, path: str, exc: BaseException) -> SourceHttpError:
+        if isinstance(exc, TimeoutError):
+            detail = f"timed out after {self.timeout_seconds:g} s"
+        elif isinstance(exc, aiohttp.ClientResponseError):
+            detail = f"the answer is not valid HTTP ({_first_line(exc.message)})"
+        else:
+            detail = f"connection error ({type(exc).__name__})"
+        return RetriesExhausted(  # a login's budget is its one attempt
+            self.source,
+            method,
+            urlsplit(path).path or path,
+            None,
+            detail,
+            "Check that the source is up and that base_url points at it; this request is not "
+            "retried, so run again once it answers",
+        )
 
     async def _in_slot(self, send: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """`send(*args)`: one request, in a slot of the source's cap, sent at the source's
@@ -377,6 +398,14 @@ class HttpClient:
             self._unanswered(answered)
             detail = f"connection error ({type(exc).__name__})"
             raise Retriable(None, detail, reason="connection") from None
+        except aiohttp.ClientResponseError as exc:
+            # aiohttp's parser refused the answer (a Content-Length that is not a number, a
+            # bad status line, a header line over 8 KB): a broken server or proxy, retried as
+            # a malformed body is. Its message spans lines; the first says what was wrong.
+            self._unanswered(answered)
+            detail = f"the answer is not valid HTTP ({_first_line(exc.message)})"
+            # Counted as malformed_body: the metric's documented reasons (README, Metrics).
+            raise Retriable(None, detail, reason="malformed_body") from None
 
     def _unanswered(self, answered: bool) -> None:
         """A request that got no answer is counted as such (one whose body broke off was
@@ -390,7 +419,17 @@ class HttpClient:
         location = resp.headers.get("Location")
         if resp.status not in (301, 302, 303, 307, 308) or not location:
             return None
-        target = resp.url.join(URL(location))
+        try:
+            target = resp.url.join(URL(location))
+        except ValueError:  # yarl refuses it: e.g. "http://[::1/x", a backslash in the host
+            raise BadRequest(
+                self.source,
+                method,
+                path,
+                resp.status,
+                f"redirected to a Location that is not a URL ({shown(location, 80)})",
+                "The source (or a proxy before it) is misbehaving; check base_url",
+            ) from None
         if target.origin() != URL(self.base_url).origin():
             raise BadRequest(
                 self.source,
@@ -434,6 +473,11 @@ class HttpClient:
             f"response body larger than {limit_mb:.3g} MB",
             "Lower the stream's page_size or raise max_response_mb for this source",
         )
+
+
+def _first_line(message: str) -> str:
+    """aiohttp's parser errors span lines (the offending bytes, a caret); the first says what."""
+    return shown(message.strip().split("\n", 1)[0].rstrip(":"))
 
 
 def _unread(task: asyncio.Task[Any]) -> None:

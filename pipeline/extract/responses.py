@@ -5,6 +5,10 @@
   that ends a stream early;
 - fatal: 401/403 (`AuthenticationFailed`, which the client may refresh once), 404
   (`NotFound`), other 4xx (`BadRequest`), with the source's own error text in the message.
+
+Everything a server sends is input: a header or body that no parser here takes is judged
+like any other malformed answer, and whatever of it a message shows is made short, printable
+and one line (`shown`) first.
 """
 
 from __future__ import annotations
@@ -105,6 +109,10 @@ def shown(text: str, limit: int = 120) -> str:
     return printable + "..." if len(text) > limit else printable
 
 
+def _first_line(exc: BaseException, limit: int = 120) -> str:
+    return shown(str(exc).strip().split("\n", 1)[0].rstrip(":"), limit)
+
+
 def interpret(
     source: str,
     method: str,
@@ -118,18 +126,21 @@ def interpret(
     if 200 <= status < 300:
         content_type = resp.headers.get("Content-Type", "")
         if "json" not in content_type.lower():
-            raise Retriable(status, f"expected JSON, got {content_type or 'no content type'}")
+            got = shown(content_type) or "no content type"
+            raise Retriable(status, f"expected JSON, got {got}")
         if not body.strip():
             raise Retriable(status, "empty body where JSON was expected")
         try:
             parsed = parse(body)
-        except ValueError:  # orjson's JSONDecodeError is one
-            raise Retriable(status, "body is not valid JSON (truncated?)") from None
+        except ValueError as exc:  # orjson's JSONDecodeError is one, as is rawjson's
+            raise Retriable(status, f"body is not valid JSON ({_first_line(exc)})") from None
+        except RecursionError:  # a parser given as `parse` that recurses in Python
+            raise Retriable(status, "body is not valid JSON (nested too deeply)") from None
         if expect is not None:
             try:
                 expect(parsed)
             except ValueError as exc:
-                raise Retriable(status, f"unexpected body: {exc}") from None
+                raise Retriable(status, f"unexpected body: {_first_line(exc, 300)}") from None
         return JsonResponse(status, resp.headers, parsed, path)
     detail = error_text(body)
     if status in RETRY_STATUSES:
@@ -160,11 +171,12 @@ def interpret(
 def error_text(body: bytes, limit: int = 300) -> str:
     """The source's own words, whatever its error shape; short, never the whole body."""
     try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()
-        return (text[:limit] + "...") if len(text) > limit else (text or "(empty body)")
-    return summarise_error(parsed)[:limit]
+        return shown(summarise_error(orjson.loads(body)), limit)
+    except (orjson.JSONDecodeError, TypeError, RecursionError):
+        # Not JSON, or JSON too deep to summarise (orjson.dumps stops at 254 levels, str()
+        # at the recursion limit): its opening text is what a person can use.
+        text = body.lstrip()[: limit * 4].decode("utf-8", "replace").strip()
+        return shown(text, limit) or "(empty body)"
 
 
 def summarise_error(parsed: Any) -> str:
