@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import ConfigError
 from pipeline.settings import ExecutionSettings, SourceSettings, StreamSettings
@@ -162,7 +162,7 @@ def _validate(
     try:
         execution = ExecutionSettings.model_validate(execution_table)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, label, ("execution",))) from None
+        raise ConfigError(_describe(exc, label, ("execution",), ExecutionSettings)) from None
 
     raw_sources = raw.get("sources", {})
     _expect_table(raw_sources, label, ("sources",))
@@ -175,7 +175,9 @@ def _validate(
         try:
             settings = spec.settings_model.model_validate(body)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, label, ("sources", name))) from None
+            raise ConfigError(
+                _describe(exc, label, ("sources", name), spec.settings_model)
+            ) from None
         streams: dict[str, StreamSettings] = {}
         for stream_name, stream_body in settings.streams.items():
             stream = spec.stream(stream_name)
@@ -190,7 +192,7 @@ def _validate(
             try:
                 stream_settings = stream.settings_model.model_validate(stream_body)
             except ValidationError as exc:
-                raise ConfigError(_describe(exc, label, where)) from None
+                raise ConfigError(_describe(exc, label, where, stream.settings_model)) from None
             if (
                 stream_settings.page_size is not None
                 and stream.max_page_size is not None
@@ -312,11 +314,19 @@ _FIXES = {
     "greater_than_equal": "too small",
     "less_than_equal": "too large",
     "greater_than": "too small",
+    "less_than": "too large",
+    "finite_number": "not a finite number",
 }
 
 
-def _describe(exc: ValidationError, label: str, where: tuple[str, ...]) -> str:
-    """One line for the first problem: file, dotted key, what is wrong, how to fix it."""
+def _describe(
+    exc: ValidationError,
+    label: str,
+    where: tuple[str, ...],
+    model: type[BaseModel] | None = None,
+) -> str:
+    """One line for the first problem: file, dotted key, what is wrong, how to fix it (for a
+    number, the range `model` allows)."""
     error = exc.errors()[0]
     loc = tuple(str(part) for part in error["loc"])
     dotted = ".".join((*where, *loc)) if loc else ".".join(where)
@@ -334,11 +344,43 @@ def _describe(exc: ValidationError, label: str, where: tuple[str, ...]) -> str:
     # A string may have come from ${VAR}, i.e. a secret: name its type, never echo it.
     if isinstance(got, str):
         got_text = ", got a string"
+    elif isinstance(got, int) and not isinstance(got, bool) and abs(got) >= 10**20:
+        got_text = f", got an integer of {len(str(abs(got)))} digits"
     elif got is not None and not isinstance(got, dict | list):
         got_text = f", got {got!r}"
     else:
         got_text = ""
-    return f"{label}: {dotted}: {problem or detail} ({detail.lower()}){got_text}"
+    allowed = _allowed_range(model, loc) if model is not None else None
+    allowed_text = f"; allowed: {allowed}" if allowed else ""
+    return f"{label}: {dotted}: {problem or detail} ({detail.lower()}){got_text}{allowed_text}"
+
+
+def _allowed_range(model: type[BaseModel], loc: tuple[str, ...]) -> str | None:
+    """`low to high` for a bounded numeric field, as pipeline.example.toml states it."""
+    if len(loc) != 1 or loc[0] not in model.model_fields:
+        return None
+    low = high = None
+    # pydantic keeps Field(ge=..., le=...) as annotated-types constraints in the metadata.
+    for bound in model.model_fields[loc[0]].metadata:
+        if (ge := getattr(bound, "ge", None)) is not None:
+            low = _number(ge)
+        elif (gt := getattr(bound, "gt", None)) is not None:
+            low = f"more than {_number(gt)}"
+        elif (le := getattr(bound, "le", None)) is not None:
+            high = _number(le)
+        elif (lt := getattr(bound, "lt", None)) is not None:
+            high = f"less than {_number(lt)}"
+    if low is None and high is None:
+        return None
+    if high is None:
+        return f"at least {low}"
+    if low is None:
+        return f"at most {high}"
+    return f"{low} to {high}"
+
+
+def _number(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:,g}"
 
 
 __all__ = [

@@ -12,9 +12,24 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+# Bounds of the numeric settings. TOML takes `inf`, `nan`, 1e-300 and integers of any size, and
+# each such value used to pass and then crash or hang a run (an OverflowError building the
+# client, a rate limit waiting 1e300 s, a lookback overflowing datetime). The bounds are wide
+# enough never to bind a real deployment; `pipeline.example.toml` states each one.
+MAX_REQUESTS_PER_SECOND = 10_000.0
+MIN_REQUESTS_PER_SECOND = 0.001  # one request every 17 minutes
+MAX_TIMEOUT_SECONDS = 3_600.0
+MAX_BACKOFF_SECONDS = 300.0  # the first retry's wait; waits are capped at 30 s anyway
+MAX_RESPONSE_MB = 4_096.0  # a body is held in memory whole
+MAX_RETRY_AFTER_SECONDS = 86_400.0  # a server asking for more than a day is down, not busy
+MAX_PAGE_SIZE = 100_000
+MAX_LOOKBACK_SECONDS = 10 * 365 * 86_400  # ten years, well inside datetime's range
+MAX_BIGINT = 2**63 - 1  # ids sent to an API and compared in Postgres as bigint
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan: `inf` and `nan` are valid TOML floats; no setting means either.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class StreamSettings(_Strict):
@@ -22,8 +37,8 @@ class StreamSettings(_Strict):
 
     enabled: bool = True
     schedule: str = "0 2 * * *"
-    lookback_seconds: int = Field(default=0, ge=0)
-    page_size: int | None = Field(default=None, ge=1)
+    lookback_seconds: int = Field(default=0, ge=0, le=MAX_LOOKBACK_SECONDS)
+    page_size: int | None = Field(default=None, ge=1, le=MAX_PAGE_SIZE)
 
     reconcile_schedule: str | None = None
 
@@ -49,8 +64,8 @@ class ExecutionSettings(_Strict):
     backend: Literal["local", "queue"] = "local"
     # A worker writes its heartbeat this often; one silent for `stalled_after_seconds` is taken
     # for dead (killed, its machine gone) and its jobs are retried by the other workers.
-    heartbeat_seconds: float = Field(default=10.0, gt=0)
-    stalled_after_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, ge=0.1, le=3_600.0)
+    stalled_after_seconds: float = Field(default=60.0, ge=1.0, le=86_400.0)
 
     @model_validator(mode="after")
     def _stall_outlasts_heartbeats(self) -> ExecutionSettings:
@@ -67,14 +82,15 @@ class SourceSettings(_Strict):
 
     base_url: str
     max_concurrency: int = Field(default=4, ge=1, le=64)
-    requests_per_second: float | None = Field(default=None, gt=0)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    requests_per_second: float | None = Field(
+        default=None, ge=MIN_REQUESTS_PER_SECOND, le=MAX_REQUESTS_PER_SECOND
+    )
+    timeout_seconds: float = Field(default=30.0, ge=0.1, le=MAX_TIMEOUT_SECONDS)
     max_retries: int = Field(default=5, ge=0, le=20)
-    backoff_seconds: float = Field(default=0.5, ge=0)
-    max_response_mb: float = Field(default=64.0, gt=0)
-    # A Retry-After asking for longer fails the run at once instead of being waited out; a
-    # server asking for more than a day is down, not busy.
-    max_retry_after_seconds: float = Field(default=300.0, ge=0, le=86_400.0)
+    backoff_seconds: float = Field(default=0.5, ge=0, le=MAX_BACKOFF_SECONDS)
+    max_response_mb: float = Field(default=64.0, ge=0.01, le=MAX_RESPONSE_MB)
+    # A Retry-After asking for longer fails the run at once instead of being waited out.
+    max_retry_after_seconds: float = Field(default=300.0, ge=0, le=MAX_RETRY_AFTER_SECONDS)
     verify_tls: bool = True
     streams: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
