@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -208,6 +208,7 @@ def _validate(
         configured[name] = SourceConfig(
             name=name, settings=settings, streams=streams, type=spec.name
         )
+    _refuse_doubled_accounts(configured, sources, label)
     return Settings(
         path=path,
         database_url=db_url,
@@ -219,6 +220,50 @@ def _validate(
 
 
 _INSTANCE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _refuse_doubled_accounts(
+    configured: Mapping[str, SourceConfig], sources: Mapping[str, SourceSpec], label: str
+) -> None:
+    """Two instances of one type with the same API root and the same credentials are one
+    account configured twice: every record would be loaded twice, under two `_source` values,
+    and each run would read the API twice. Several instances on one server with credentials
+    of their own (accounts of one host) are what instances are for, and pass."""
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, config in configured.items():
+        root = normalised_url(sources[config.type].api_root(config.settings))
+        identity = (config.type, root, config.settings.account())
+        first = seen.setdefault(identity, name)
+        if first != name:
+            raise ConfigError(
+                f"{label}: sources.{name}: the same account as sources.{first} (the same API "
+                f"root {root} and the same credentials), so every row would be stored twice, "
+                f"under _source {first} and {name}; remove one of them, or give it its own "
+                "credentials"
+            )
+
+
+def normalised_url(url: str) -> str:
+    """`url` as the server reads it: scheme and host in lower case, no default port, no
+    trailing slash, unreserved characters not percent-encoded."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    path = re.sub(
+        r"%[0-9A-Fa-f]{2}",
+        lambda m: (
+            unquote(m.group())
+            if re.fullmatch(r"[A-Za-z0-9._~-]", unquote(m.group()))
+            else m.group().upper()
+        ),
+        parts.path,
+    )
+    return urlunsplit((scheme, host, path.rstrip("/"), "", ""))
 
 
 def _source_type(

@@ -7,8 +7,10 @@ against them. Kept apart from both so that neither imports the other.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-from urllib.parse import urlsplit
+import re
+import unicodedata
+from typing import Any, ClassVar, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -80,6 +82,11 @@ class ExecutionSettings(_Strict):
 class SourceSettings(_Strict):
     """Connection settings every source has; subclasses add the source's credentials."""
 
+    # What tells one account of the API from another, besides the API root: two instances
+    # equal in both read the same records, and every row would be stored twice under two
+    # `_source` values (`pipeline.config` refuses them). Empty: the source's secrets.
+    account_keys: ClassVar[tuple[str, ...]] = ()
+
     base_url: str
     max_concurrency: int = Field(default=4, ge=1, le=64)
     requests_per_second: float | None = Field(
@@ -100,6 +107,8 @@ class SourceSettings(_Strict):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        if trick := url_trick(value):
+            raise ValueError(trick)
         try:
             parts.port  # noqa: B018 - parsing the port is the check
         except ValueError:
@@ -117,3 +126,41 @@ class SourceSettings(_Strict):
             for name in type(self).model_fields
             if isinstance(value := getattr(self, name), SecretStr)
         ]
+
+    def account(self) -> tuple[tuple[str, Any], ...]:
+        """The values of `account_keys` (secrets unwrapped): compare, never print."""
+        keys = self.account_keys or tuple(
+            name for name in type(self).model_fields if isinstance(getattr(self, name), SecretStr)
+        )
+        values = ((key, getattr(self, key)) for key in keys)
+        return tuple(
+            (key, value.get_secret_value() if isinstance(value, SecretStr) else value)
+            for key, value in values
+        )
+
+
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
+_ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
+
+
+def url_trick(url: str) -> str | None:
+    """What makes `url` point somewhere other than it reads, if anything: a `..` segment (the
+    client resolves it, so `/api/../admin` is `/admin`), a dot hidden as `%2e`, a backslash
+    (a slash to browsers and some proxies, refused by the client only at the first request),
+    a space or a control character (CR/LF would split a request line; the URL parser drops
+    tabs and newlines silently). None for an ordinary URL."""
+    if "\\" in url:
+        return "must not contain a backslash; use / between path segments"
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in url):
+        return (
+            "must not contain a space or control character (line break, tab, NUL); "
+            "percent-encode a space in a path as %20"
+        )
+    path = urlsplit(url).path
+    if _ENCODED_DOT.search(path):
+        return "must not contain a percent-encoded dot (%2e); write the path plainly"
+    if _DOT_SEGMENT.search(path):
+        return "must not contain a '.' or '..' segment; write the API root's path as it is"
+    if _DOT_SEGMENT.search(unquote(path)):
+        return "must not contain a '.' or '..' segment, encoded or not"
+    return None

@@ -31,6 +31,8 @@ from pipeline.streams import (
 
 
 class SparkflySettings(SourceSettings):
+    account_keys = ("token", "identity", "key")
+
     base_url: str = "https://api.sparkfly.com"
     token: SecretStr | None = None
     identity: str | None = None

@@ -1,10 +1,12 @@
-"""Red team: values that pass a careless validation and then crash or hang a run.
+"""Red team: values that pass a careless validation and then crash, hang or double a load.
 
-TOML allows `inf`, `nan`, integers of any size and floats down to 5e-324. Each value here
-used to be accepted and then fail at run time (an OverflowError building the client, a rate
-limit that waits 1e300 s, a lookback that overflows datetime arithmetic). Each must be refused
-when the file is read, in one line naming the file, the key, what is wrong and what is
-allowed; and so through the real `pipeline` command: exit 2, one line, no traceback.
+TOML allows `inf`, `nan`, integers of any size and floats down to 5e-324; an environment
+variable can put anything at all into a `base_url`. Each value here used to be accepted and
+then fail at run time (an OverflowError building the client, a rate limit that waits 1e300 s,
+a lookback that overflows datetime arithmetic, a base URL that leaves its API root), or pass
+silently (two instances of one account, every row stored twice). Each must be refused when
+the file is read, in one line naming the file, the key, what is wrong and what is allowed;
+and so through the real `pipeline` command: exit 2, one line, no traceback.
 """
 
 from __future__ import annotations
@@ -387,3 +389,193 @@ def test_every_numeric_setting_is_refused_or_usable(
         assert "\n" not in message and message.startswith(f"(test): {'.'.join(where)}"), message
         return
     _assert_usable(validated)
+
+
+# ---- 2. base_url tricks ----------------------------------------------------------------------
+
+# (id, base_url, a hint the message must give). All were accepted before: yarl resolved the
+# dots (`/api/../admin` became `/admin`, `%2e%2e` too), stripped or encoded the control
+# characters and spaces, and a backslash in the host raised ValueError at the first request.
+BAD_URLS: list[tuple[str, str, str]] = [
+    ("dot-dot segment", "https://soho.example.com/api/../admin", "'.' or '..' segment"),
+    ("trailing dot-dot", "https://soho.example.com/api/v1/..", "'.' or '..' segment"),
+    ("dot segment", "https://soho.example.com/./api/v1", "'.' or '..' segment"),
+    ("encoded dot-dot", "https://soho.example.com/api/%2e%2e/admin", "percent-encoded dot"),
+    ("encoded dot-dot upper", "https://soho.example.com/api/%2E%2E/admin", "percent-encoded dot"),
+    ("half-encoded dot-dot", "https://soho.example.com/api/.%2E/admin", "percent-encoded dot"),
+    ("space", "https://soho.example.com/api v1", "space or control character"),
+    ("CR LF", "https://soho.example.com/api/v1\r\nX-Injected: 1", "space or control character"),
+    ("LF alone", "https://soho.example.com/api/v1\n", "space or control character"),
+    ("tab", "https://soho.example.com/api/\tv1", "space or control character"),
+    ("NUL", "https://soho.example.com/api/v1\x00", "space or control character"),
+    ("DEL", "https://soho.example.com/api/v1\x7f", "space or control character"),
+    ("C1 control", "https://soho.example.com/api/v1\x85", "space or control character"),
+    ("line separator", "https://soho.example.com/api/v1\u2028", "space or control character"),
+    ("backslash in the host", "https://evil.example\\.soho.example.com/api", "backslash"),
+    ("backslash in the path", "https://soho.example.com/api\\..\\admin", "backslash"),
+]
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"), [pytest.param(*case[1:], id=case[0]) for case in BAD_URLS]
+)
+def test_a_tricky_base_url_is_refused_in_one_line(tmp_path: Path, url: str, hint: str) -> None:
+    """Through the environment, where any character can come from."""
+    path = _write(tmp_path, SOHO.replace('"https://soho.example.com/api/v1"', '"${SOHO_URL}"'))
+
+    message = _refused(path, {"SOHO_URL": url})
+
+    assert "\n" not in message and "\r" not in message, repr(message)
+    assert message.startswith(f"{path}: sources.soho.base_url: "), message
+    assert hint in message, message
+
+
+@pytest.mark.usefixtures("cli_env")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://soho.example.com/api/../admin",
+        "https://soho.example.com/api/%2e%2e/admin",
+        "https://soho.example.com/api\\..\\admin",
+        "https://soho.example.com/api v1",
+    ],
+)
+def test_a_tricky_base_url_stops_the_pipeline_command_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    text = SOHO.replace("https://soho.example.com/api/v1", url.replace("\\", "\\\\"))
+
+    line = _exit_2_with_one_line(_write(tmp_path, text), capsys)
+
+    assert "sources.soho.base_url: " in line
+
+
+def test_a_valomnia_api_version_cannot_climb_out_of_the_api(tmp_path: Path) -> None:
+    """The API root is `<base_url>/api/<api_version>`: a version is one path segment."""
+    path = _write(tmp_path, VALOMNIA + 'api_version = "v2.1/../../admin"\n')
+
+    message = _refused(path)
+
+    assert message.startswith(f"{path}: sources.valomnia.api_version: "), message
+
+
+def test_ordinary_base_urls_still_pass(tmp_path: Path) -> None:
+    """Dots inside names, ports, encoded characters other than dots, IPv6 hosts."""
+    for url in (
+        "https://soho.example.com/api/v1",
+        "https://soho.example.com:8443/api/v1.2/",
+        "http://127.0.0.1:5001/api/v1",
+        "http://[::1]:8080/api/v1",
+        "https://soho.example.com/api/a%20b/..x/x..",
+    ):
+        path = _write(tmp_path, SOHO.replace("https://soho.example.com/api/v1", url))
+        load_settings(path, {}, SOURCES)
+
+
+# ---- 2b. two instances of one account --------------------------------------------------------
+
+
+def _instances(*bodies: tuple[str, str]) -> str:
+    return "".join(f"\n[sources.{name}]\n{body}\n" for name, body in bodies)
+
+
+# (id, file text, the second instance's name, the first's) — the same API root once
+# normalised (case, default port, trailing slash, `type` defaulting to the name), the same
+# credentials: every record would be loaded twice, under two `_source` values.
+DOUBLED: list[tuple[str, str, str, str]] = [
+    (
+        "soho, same url and token",
+        _instances(
+            ("soho", 'base_url = "https://soho.example.com/api/v1"\ntoken = "soho-secret-token"'),
+            (
+                "soho_copy",
+                'type = "soho"\nbase_url = "HTTPS://Soho.Example.com:443/api/v1/"\n'
+                'token = "soho-secret-token"',
+            ),
+        ),
+        "soho_copy",
+        "soho",
+    ),
+    (
+        "afosto, both on the default host",
+        _instances(
+            ("afosto_nl", 'type = "afosto"\ntoken = "jwt-secret"'),
+            ("afosto_be", 'type = "afosto"\ntoken = "jwt-secret"'),
+        ),
+        "afosto_be",
+        "afosto_nl",
+    ),
+    (
+        "valomnia, same host and login",
+        _instances(
+            ("valomnia", VALOMNIA.split("]\n", 1)[1]),
+            ("valomnia_2", 'type = "valomnia"\n' + VALOMNIA.split("]\n", 1)[1]),
+        ),
+        "valomnia_2",
+        "valomnia",
+    ),
+    (
+        "digilocker, same partner",
+        _instances(
+            ("digilocker", DIGILOCKER.split("]\n", 1)[1]),
+            ("digilocker_b", 'type = "digilocker"\n' + DIGILOCKER.split("]\n", 1)[1]),
+        ),
+        "digilocker_b",
+        "digilocker",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "second", "first"), [pytest.param(*case[1:], id=case[0]) for case in DOUBLED]
+)
+def test_two_instances_of_one_account_are_refused_naming_both(
+    tmp_path: Path, text: str, second: str, first: str
+) -> None:
+    path = _write(tmp_path, text)
+
+    message = _refused(path)
+
+    assert "\n" not in message, message
+    assert message.startswith(f"{path}: sources.{second}: "), message
+    assert f"sources.{first}" in message, message
+    for secret in (*SECRETS, "jwt-secret", "digilocker-secret"):
+        assert secret not in message
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_two_instances_of_one_account_stop_the_pipeline_command_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _case, text, second, first = DOUBLED[0]
+
+    line = _exit_2_with_one_line(_write(tmp_path, text), capsys)
+
+    assert f"sources.{second}: " in line and f"sources.{first}" in line
+    assert "soho-secret-token" not in line
+
+
+def test_instances_that_differ_in_url_or_credentials_are_accounts_of_their_own(
+    tmp_path: Path,
+) -> None:
+    """One server with several accounts (the tests' `instance_settings`), staging and
+    production with one token, two Valomnia users of one company."""
+    text = _instances(
+        ("soho_a", 'type = "soho"\nbase_url = "http://127.0.0.1:5001/api/v1"\ntoken = "a"'),
+        ("soho_b", 'type = "soho"\nbase_url = "http://127.0.0.1:5001/api/v1"\ntoken = "b"'),
+        ("soho_c", 'type = "soho"\nbase_url = "http://127.0.0.1:5002/api/v1"\ntoken = "a"'),
+        (
+            "valomnia_a",
+            'type = "valomnia"\nbase_url = "https://acme.valomnia.com"\n'
+            'username = "etl"\npassword = "pw"',
+        ),
+        (
+            "valomnia_b",
+            'type = "valomnia"\nbase_url = "https://acme.valomnia.com"\n'
+            'username = "audit"\npassword = "pw"',
+        ),
+    )
+
+    loaded = load_settings(_write(tmp_path, text), {}, SOURCES)
+
+    assert len(loaded.sources) == 5
