@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import ConfigError
 from pipeline.settings import ExecutionSettings, SourceSettings, StreamSettings
@@ -195,7 +195,7 @@ def _validate(
     try:
         execution = ExecutionSettings.model_validate(execution_table)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, label, ("execution",))) from None
+        raise ConfigError(_describe(exc, label, ("execution",), ExecutionSettings)) from None
 
     raw_sources = raw.get("sources", {})
     _expect_table(raw_sources, label, ("sources",))
@@ -208,7 +208,9 @@ def _validate(
         try:
             settings = spec.settings_model.model_validate(body)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, label, ("sources", name))) from None
+            raise ConfigError(
+                _describe(exc, label, ("sources", name), spec.settings_model)
+            ) from None
         streams: dict[str, StreamSettings] = {}
         for stream_name, stream_body in settings.streams.items():
             stream = spec.stream(stream_name)
@@ -223,7 +225,7 @@ def _validate(
             try:
                 stream_settings = stream.settings_model.model_validate(stream_body)
             except ValidationError as exc:
-                raise ConfigError(_describe(exc, label, where)) from None
+                raise ConfigError(_describe(exc, label, where, stream.settings_model)) from None
             if (
                 stream_settings.page_size is not None
                 and stream.max_page_size is not None
@@ -239,6 +241,7 @@ def _validate(
         configured[name] = SourceConfig(
             name=name, settings=settings, streams=streams, type=spec.name
         )
+    _refuse_doubled_accounts(configured, sources, label)
     return Settings(
         path=path,
         database_url=db_url,
@@ -250,6 +253,50 @@ def _validate(
 
 
 _INSTANCE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _refuse_doubled_accounts(
+    configured: Mapping[str, SourceConfig], sources: Mapping[str, SourceSpec], label: str
+) -> None:
+    """Two instances of one type with the same API root and the same credentials are one
+    account configured twice: every record would be loaded twice, under two `_source` values,
+    and each run would read the API twice. Several instances on one server with credentials
+    of their own (accounts of one host) are what instances are for, and pass."""
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, config in configured.items():
+        root = normalised_url(sources[config.type].api_root(config.settings))
+        identity = (config.type, root, config.settings.account())
+        first = seen.setdefault(identity, name)
+        if first != name:
+            raise ConfigError(
+                f"{label}: sources.{name}: the same account as sources.{first} (the same API "
+                f"root {root} and the same credentials), so every row would be stored twice, "
+                f"under _source {first} and {name}; remove one of them, or give it its own "
+                "credentials"
+            )
+
+
+def normalised_url(url: str) -> str:
+    """`url` as the server reads it: scheme and host in lower case, no default port, no
+    trailing slash, unreserved characters not percent-encoded."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    path = re.sub(
+        r"%[0-9A-Fa-f]{2}",
+        lambda m: (
+            unquote(m.group())
+            if re.fullmatch(r"[A-Za-z0-9._~-]", unquote(m.group()))
+            else m.group().upper()
+        ),
+        parts.path,
+    )
+    return urlunsplit((scheme, host, path.rstrip("/"), "", ""))
 
 
 def _source_type(
@@ -345,11 +392,19 @@ _FIXES = {
     "greater_than_equal": "too small",
     "less_than_equal": "too large",
     "greater_than": "too small",
+    "less_than": "too large",
+    "finite_number": "not a finite number",
 }
 
 
-def _describe(exc: ValidationError, label: str, where: tuple[str, ...]) -> str:
-    """One line for the first problem: file, dotted key, what is wrong, how to fix it."""
+def _describe(
+    exc: ValidationError,
+    label: str,
+    where: tuple[str, ...],
+    model: type[BaseModel] | None = None,
+) -> str:
+    """One line for the first problem: file, dotted key, what is wrong, how to fix it (for a
+    number, the range `model` allows)."""
     error = exc.errors()[0]
     loc = tuple(str(part) for part in error["loc"])
     dotted = ".".join((*where, *loc)) if loc else ".".join(where)
@@ -367,11 +422,43 @@ def _describe(exc: ValidationError, label: str, where: tuple[str, ...]) -> str:
     # A string may have come from ${VAR}, i.e. a secret: name its type, never echo it.
     if isinstance(got, str):
         got_text = ", got a string"
+    elif isinstance(got, int) and not isinstance(got, bool) and abs(got) >= 10**20:
+        got_text = f", got an integer of {len(str(abs(got)))} digits"
     elif got is not None and not isinstance(got, dict | list):
         got_text = f", got {got!r}"
     else:
         got_text = ""
-    return f"{label}: {dotted}: {problem or detail} ({detail.lower()}){got_text}"
+    allowed = _allowed_range(model, loc) if model is not None else None
+    allowed_text = f"; allowed: {allowed}" if allowed else ""
+    return f"{label}: {dotted}: {problem or detail} ({detail.lower()}){got_text}{allowed_text}"
+
+
+def _allowed_range(model: type[BaseModel], loc: tuple[str, ...]) -> str | None:
+    """`low to high` for a bounded numeric field, as pipeline.example.toml states it."""
+    if len(loc) != 1 or loc[0] not in model.model_fields:
+        return None
+    low = high = None
+    # pydantic keeps Field(ge=..., le=...) as annotated-types constraints in the metadata.
+    for bound in model.model_fields[loc[0]].metadata:
+        if (ge := getattr(bound, "ge", None)) is not None:
+            low = _number(ge)
+        elif (gt := getattr(bound, "gt", None)) is not None:
+            low = f"more than {_number(gt)}"
+        elif (le := getattr(bound, "le", None)) is not None:
+            high = _number(le)
+        elif (lt := getattr(bound, "lt", None)) is not None:
+            high = f"less than {_number(lt)}"
+    if low is None and high is None:
+        return None
+    if high is None:
+        return f"at least {low}"
+    if low is None:
+        return f"at most {high}"
+    return f"{low} to {high}"
+
+
+def _number(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:,g}"
 
 
 __all__ = [

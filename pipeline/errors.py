@@ -56,6 +56,11 @@ class RetriesExhausted(SourceHttpError):
     """Every attempt within the retry budget failed with a retriable error."""
 
 
+class RetryAfterTooLong(SourceHttpError):
+    """A 429/503 asked for a longer wait than the source's `max_retry_after_seconds`: waiting
+    it out in silence would look like a hang, and the run could not finish in time anyway."""
+
+
 class BadRequest(SourceHttpError):
     """4xx other than auth/404/429: the request we built is wrong; a bug or a config error."""
 

@@ -15,6 +15,7 @@ Two incremental strategies exist, because the APIs allow only two honest ones:
 from __future__ import annotations
 
 import enum
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -59,6 +60,12 @@ class ColumnType:
     label: str
 
 
+def _shown(value: Any) -> str:
+    """A value for a quarantine reason: short, and depth-limited (a record's JSON may nest
+    1,000 levels deep, and repr() recurses as deep)."""
+    return reprlib.repr(value)[:80]
+
+
 def _text(value: Any) -> str:
     if type(value) is str:  # the common case first: a plain string
         if "\x00" in value:
@@ -78,7 +85,7 @@ def _bigint(value: Any) -> int:
         return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return _bigint(int(value))
-    raise ValueError(f"expected an integer, got {value!r}"[:80])
+    raise ValueError(f"expected an integer, got {_shown(value)}")
 
 
 def _boolean(value: Any) -> bool:
@@ -86,7 +93,7 @@ def _boolean(value: Any) -> bool:
         return value
     if value in ("true", "false"):
         return value == "true"
-    raise ValueError(f"expected a boolean, got {value!r}"[:80])
+    raise ValueError(f"expected a boolean, got {_shown(value)}")
 
 
 def _date(value: Any) -> date:
@@ -101,6 +108,8 @@ def _date(value: Any) -> date:
 def _numeric(value: Any) -> Decimal:
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
+    if isinstance(value, dict | list):  # str() of one recurses as deep as it nests
+        raise ValueError(f"expected a number, got {type(value).__name__}")
     try:
         return Decimal(str(value))
     except InvalidOperation:
@@ -121,7 +130,14 @@ def _text_array(value: Any) -> list[str]:
     return [_text(item) for item in value]
 
 
-JSONB = ColumnType(pg.JSONB, lambda v: orjson.dumps(v).decode(), "jsonb")
+def _jsonb(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as exc:  # nested past orjson's 254 levels
+        raise ValueError(f"cannot be stored as jsonb ({exc})") from None
+
+
+JSONB = ColumnType(pg.JSONB, _jsonb, "jsonb")
 TEXT_ARRAY = ColumnType(lambda: pg.ARRAY(sa.Text), _text_array, "text[]")
 
 

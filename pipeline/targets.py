@@ -99,6 +99,7 @@ def build_client(
         max_retries=s.max_retries,
         backoff_seconds=s.backoff_seconds,
         max_response_bytes=int(s.max_response_mb * 1024 * 1024),
+        max_retry_after_seconds=s.max_retry_after_seconds,
         verify_tls=s.verify_tls,
         limits=shared,
     )

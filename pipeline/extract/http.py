@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -21,6 +22,7 @@ from pipeline.errors import (
     AuthenticationFailed,
     BadRequest,
     RetriesExhausted,
+    RetryAfterTooLong,
     SourceHttpError,
 )
 from pipeline.extract.limits import RateLimiter, SourceLimits
@@ -31,6 +33,7 @@ from pipeline.extract.responses import (
     Retriable,
     interpret,
     parse_retry_after,
+    shown,
 )
 from pipeline.logs import get_logger
 
@@ -43,7 +46,6 @@ __all__ = ["HttpClient", "JsonResponse", "RateLimiter", "parse_retry_after"]
 
 T = TypeVar("T")
 MAX_REDIRECTS = 5
-MAX_RETRY_AFTER_SECONDS = 300.0
 
 
 class HttpClient:
@@ -67,13 +69,15 @@ class HttpClient:
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 30.0,
         max_response_bytes: int = 64 * 1024 * 1024,
+        max_retry_after_seconds: float = 300.0,
         verify_tls: bool = True,
         default_headers: Mapping[str, str] | None = None,
         limits: SourceLimits | None = None,
     ) -> None:
         """`limits`: the source's cap and rate when other clients of it share them (see
         `pipeline.extract.limits`); else this client's own, from `max_concurrency` and
-        `requests_per_second`."""
+        `requests_per_second`. `max_retry_after_seconds`: the longest `Retry-After` waited
+        for; a longer one fails the request at once (`RetryAfterTooLong`)."""
         self.source = source
         self.base_url = base_url.rstrip("/")
         self.auth = auth
@@ -81,6 +85,8 @@ class HttpClient:
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.max_response_bytes = max_response_bytes
+        self.max_retry_after_seconds = max_retry_after_seconds
+        self.timeout_seconds = timeout_seconds
         self._limits = limits or SourceLimits(max_concurrency, requests_per_second)
         self.max_concurrency = self._limits.max_concurrency
         self._timeout = aiohttp.ClientTimeout(
@@ -204,6 +210,8 @@ class HttpClient:
                         "/ timeout_seconds for this source",
                         attempts=attempt,
                     ) from None
+                if exc.retry_after is not None and exc.retry_after > self.max_retry_after_seconds:
+                    raise self._asked_too_long(method, path, exc, attempt) from None
                 wait = self._backoff(attempt, exc.retry_after)
                 metrics.http_retry(self.source, exc.reason)
                 log.warning(
@@ -215,8 +223,28 @@ class HttpClient:
                     detail=exc.detail,
                     attempt=attempt,
                     wait_s=round(wait, 3),
+                    retry_after_s=None if exc.retry_after is None else round(exc.retry_after, 3),
                 )
                 await asyncio.sleep(wait)
+
+    def _asked_too_long(
+        self, method: str, path: str, exc: Retriable, attempt: int
+    ) -> RetryAfterTooLong:
+        """The source asked for a longer pause than this run waits: say so now rather than
+        sleep for hours (or years: `Retry-After: 999999999`) looking hung."""
+        assert exc.retry_after is not None
+        header = shown(exc.retry_after_header or "", 60)
+        return RetryAfterTooLong(
+            self.source,
+            method,
+            path,
+            exc.status,
+            f"{self.source} asked to wait {_duration(exc.retry_after)} (Retry-After: {header}), "
+            f"longer than max_retry_after_seconds = {self.max_retry_after_seconds:g}",
+            "Run it again after that time, or raise max_retry_after_seconds for this source "
+            "(at most 86400) to have the run wait",
+            attempts=attempt,
+        )
 
     async def request_raw(
         self,
@@ -247,9 +275,28 @@ class HttpClient:
                 metrics.http_response(self.source, resp.status)
                 body = await self._read_body(resp, method, path)
                 return resp.status, resp.headers, body, resp
-        except (TimeoutError, aiohttp.ClientConnectionError):
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Raw, these reached the runner as an internal error, or (a refused connection is
+            # an OSError) as a lost database. A login is one attempt: it fails, classified.
             self._unanswered(answered)
-            raise
+            raise self._no_answer(method, path, exc) from None
+
+    def _no_answer(self, method: str, path: str, exc: BaseException) -> SourceHttpError:
+        if isinstance(exc, TimeoutError):
+            detail = f"timed out after {self.timeout_seconds:g} s"
+        elif isinstance(exc, aiohttp.ClientResponseError):
+            detail = f"the answer is not valid HTTP ({_first_line(exc.message)})"
+        else:
+            detail = f"connection error ({type(exc).__name__})"
+        return RetriesExhausted(  # a login's budget is its one attempt
+            self.source,
+            method,
+            urlsplit(path).path or path,
+            None,
+            detail,
+            "Check that the source is up and that base_url points at it; this request is not "
+            "retried, so run again once it answers",
+        )
 
     async def _in_slot(self, send: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """`send(*args)`: one request, in a slot of the source's cap, sent at the source's
@@ -273,6 +320,8 @@ class HttpClient:
                 task.cancel()
                 # Its `finally` frees the slot; this too, should it be cancelled before it ran.
                 task.add_done_callback(self._over)
+            else:  # it goes on to its answer, which nobody reads: nor should asyncio log it
+                task.add_done_callback(_unread)
             raise
 
     async def _when_due(
@@ -300,8 +349,8 @@ class HttpClient:
             self._limits.slots.release()
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, MAX_RETRY_AFTER_SECONDS)
+        if retry_after is not None:  # at most max_retry_after_seconds: checked by the caller
+            return retry_after
         ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 
@@ -349,6 +398,14 @@ class HttpClient:
             self._unanswered(answered)
             detail = f"connection error ({type(exc).__name__})"
             raise Retriable(None, detail, reason="connection") from None
+        except aiohttp.ClientResponseError as exc:
+            # aiohttp's parser refused the answer (a Content-Length that is not a number, a
+            # bad status line, a header line over 8 KB): a broken server or proxy, retried as
+            # a malformed body is. Its message spans lines; the first says what was wrong.
+            self._unanswered(answered)
+            detail = f"the answer is not valid HTTP ({_first_line(exc.message)})"
+            # Counted as malformed_body: the metric's documented reasons (README, Metrics).
+            raise Retriable(None, detail, reason="malformed_body") from None
 
     def _unanswered(self, answered: bool) -> None:
         """A request that got no answer is counted as such (one whose body broke off was
@@ -362,7 +419,17 @@ class HttpClient:
         location = resp.headers.get("Location")
         if resp.status not in (301, 302, 303, 307, 308) or not location:
             return None
-        target = resp.url.join(URL(location))
+        try:
+            target = resp.url.join(URL(location))
+        except ValueError:  # yarl refuses it: e.g. "http://[::1/x", a backslash in the host
+            raise BadRequest(
+                self.source,
+                method,
+                path,
+                resp.status,
+                f"redirected to a Location that is not a URL ({shown(location, 80)})",
+                "The source (or a proxy before it) is misbehaving; check base_url",
+            ) from None
         if target.origin() != URL(self.base_url).origin():
             raise BadRequest(
                 self.source,
@@ -406,6 +473,27 @@ class HttpClient:
             f"response body larger than {limit_mb:.3g} MB",
             "Lower the stream's page_size or raise max_response_mb for this source",
         )
+
+
+def _first_line(message: str) -> str:
+    """aiohttp's parser errors span lines (the offending bytes, a caret); the first says what."""
+    return shown(message.strip().split("\n", 1)[0].rstrip(":"))
+
+
+def _unread(task: asyncio.Task[Any]) -> None:
+    """Retrieve an abandoned request's outcome (a 429 or a timeout nobody waits for), which
+    asyncio would otherwise log as "Task exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _duration(seconds: float) -> str:
+    """`999,999,999 s (about 31.7 years)`: a wait as a person reads it."""
+    text = f"{seconds:,.0f} s" if seconds >= 100 else f"{seconds:g} s"
+    for unit, size in (("years", 365 * 86_400), ("days", 86_400), ("hours", 3_600)):
+        if seconds >= 2 * size:
+            return f"{text} (about {seconds / size:,.1f} {unit})"
+    return text
 
 
 def _form_body(fields: Mapping[str, str], multipart: bool) -> Any:

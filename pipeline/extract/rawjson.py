@@ -29,7 +29,17 @@ _RAW_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 class MalformedJson(ValueError):
-    """The body is not JSON (truncated, an HTML page): the client retries it."""
+    """The body is not JSON (truncated, an HTML page) or not JSON this program can read
+    (nested deeper than its parsers go): the client retries it."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> MalformedJson:
+        """The parser's complaint, said the same way whichever parser gave up on depth."""
+        text = str(exc)
+        # msgspec: RecursionError; orjson.loads: "depth limit exceeded"
+        if isinstance(exc, RecursionError) or "depth limit" in text.lower():
+            return cls("nested too deeply to read (JSON deeper than about 1,000 levels)")
+        return cls(text)
 
 
 def loads_keeping_records(body: bytes, records_path: Sequence[str]) -> Any:
@@ -38,12 +48,14 @@ def loads_keeping_records(body: bytes, records_path: Sequence[str]) -> Any:
         return _split(body, tuple(records_path))
     except msgspec.ValidationError:
         pass  # not the declared shape: parsed whole, for the paginator to judge
-    except msgspec.DecodeError as exc:
-        raise MalformedJson(str(exc)) from None
+    except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:  # orjson: beside the records
+        raise MalformedJson.of(exc) from None
+    except RecursionError as exc:  # msgspec skims nested values recursively (~1,000 levels)
+        raise MalformedJson.of(exc) from None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedJson(str(exc)) from None
+        raise MalformedJson.of(exc) from None
 
 
 def loads_parsing_records(body: bytes, records_path: Sequence[str]) -> Any:

@@ -5,13 +5,20 @@
   that ends a stream early;
 - fatal: 401/403 (`AuthenticationFailed`, which the client may refresh once), 404
   (`NotFound`), other 4xx (`BadRequest`), with the source's own error text in the message.
+
+Everything a server sends is input: a header or body that no parser here takes is judged
+like any other malformed answer, and whatever of it a message shows is made short, printable
+and one line (`shown`) first.
 """
 
 from __future__ import annotations
 
+import re
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -47,33 +54,63 @@ class Retriable(Exception):
         retry_after: float | None = None,
         *,
         reason: str | None = None,
+        retry_after_header: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.retry_after = retry_after
+        self.retry_after_header = retry_after_header  # as sent, for a message about the wait
         if reason is None:
             in_2xx = status is not None and 200 <= status < 300
             reason = "malformed_body" if in_2xx else str(status) if status else "no_answer"
         self.reason = reason
 
 
+# RFC 9110 delta-seconds is 1*DIGIT (ASCII); a fraction is tolerated. Python's float() also
+# takes "inf", "nan", "1e400", "-5", "1_000" and non-ASCII digits, none of which is a wait.
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# Longer than any cap (about 31,700 years): a wait stays a finite number whatever was asked.
+FOREVER_SECONDS = 1e12
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After in seconds, from either of its two forms (delta-seconds or an HTTP-date)."""
+    """Retry-After in seconds, from either of its two forms (delta-seconds or an HTTP-date).
+
+    None when the header is neither (garbage, a negative number, `inf`): the client then backs
+    off as without one. Never raises and never infinite; whether a long wait is waited for is
+    the client's decision (`max_retry_after_seconds`)."""
     if not value:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if _DELTA_SECONDS.fullmatch(value):
+        return min(float(value), FOREVER_SECONDS)
+    if len(value) > 64:  # an HTTP-date is 29 characters
+        return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:  # "-0000" (zone unknown); HTTP-dates are always GMT
+            when = when.replace(tzinfo=UTC)
+        delta = when.timestamp() - (now if now is not None else time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):  # e.g. the year 10^20
         return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    return min(max(0.0, delta), FOREVER_SECONDS)
+
+
+_LINE_BREAKS = re.compile(r"[\t\n\r\x0b\x0c\x85\u2028\u2029]+")
+
+
+def shown(text: str, limit: int = 120) -> str:
+    """Server text fit for a one-line message and a JSON log line: control characters and
+    undecodable bytes (aiohttp keeps a header's non-UTF-8 bytes as surrogates, which the log
+    renderer cannot encode) replaced, at most `limit` characters."""
+    flat = _LINE_BREAKS.sub(" ", text[:limit])
+    printable = "".join("\ufffd" if unicodedata.category(ch)[0] == "C" else ch for ch in flat)
+    return printable + "..." if len(text) > limit else printable
+
+
+def _first_line(exc: BaseException, limit: int = 120) -> str:
+    return shown(str(exc).strip().split("\n", 1)[0].rstrip(":"), limit)
 
 
 def interpret(
@@ -89,22 +126,26 @@ def interpret(
     if 200 <= status < 300:
         content_type = resp.headers.get("Content-Type", "")
         if "json" not in content_type.lower():
-            raise Retriable(status, f"expected JSON, got {content_type or 'no content type'}")
+            got = shown(content_type) or "no content type"
+            raise Retriable(status, f"expected JSON, got {got}")
         if not body.strip():
             raise Retriable(status, "empty body where JSON was expected")
         try:
             parsed = parse(body)
-        except ValueError:  # orjson's JSONDecodeError is one
-            raise Retriable(status, "body is not valid JSON (truncated?)") from None
+        except ValueError as exc:  # orjson's JSONDecodeError is one, as is rawjson's
+            raise Retriable(status, f"body is not valid JSON ({_first_line(exc)})") from None
+        except RecursionError:  # a parser given as `parse` that recurses in Python
+            raise Retriable(status, "body is not valid JSON (nested too deeply)") from None
         if expect is not None:
             try:
                 expect(parsed)
             except ValueError as exc:
-                raise Retriable(status, f"unexpected body: {exc}") from None
+                raise Retriable(status, f"unexpected body: {_first_line(exc, 300)}") from None
         return JsonResponse(status, resp.headers, parsed, path)
     detail = error_text(body)
     if status in RETRY_STATUSES:
-        raise Retriable(status, detail, parse_retry_after(resp.headers.get("Retry-After")))
+        header = resp.headers.get("Retry-After")
+        raise Retriable(status, detail, parse_retry_after(header), retry_after_header=header)
     if status in (401, 403):
         raise AuthenticationFailed(
             source,
@@ -130,11 +171,12 @@ def interpret(
 def error_text(body: bytes, limit: int = 300) -> str:
     """The source's own words, whatever its error shape; short, never the whole body."""
     try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()
-        return (text[:limit] + "...") if len(text) > limit else (text or "(empty body)")
-    return summarise_error(parsed)[:limit]
+        return shown(summarise_error(orjson.loads(body)), limit)
+    except (orjson.JSONDecodeError, TypeError, RecursionError):
+        # Not JSON, or JSON too deep to summarise (orjson.dumps stops at 254 levels, str()
+        # at the recursion limit): its opening text is what a person can use.
+        text = body.lstrip()[: limit * 4].decode("utf-8", "replace").strip()
+        return shown(text, limit) or "(empty body)"
 
 
 def summarise_error(parsed: Any) -> str:

@@ -11,6 +11,7 @@ overlaps the database work of the batch before.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -120,7 +121,17 @@ def raw_text(record: Any) -> str:
     try:
         return orjson.dumps(record).decode()
     except TypeError:
-        return repr(record)
+        return reprlib.repr(record)  # depth-limited: repr() recurses past the stack
+
+
+def json_bytes(record: Any) -> bytes:
+    """A parsed record's JSON, as hashed and stored; ValueError (the record is quarantined)
+    when it cannot be written: orjson.dumps stops at 254 levels of nesting, which a source's
+    JSON may exceed (orjson.loads reads 1,024)."""
+    try:
+        return orjson.dumps(record)
+    except TypeError as exc:
+        raise ValueError(f"cannot be stored as JSON ({exc})") from None
 
 
 class Preparer:
@@ -162,24 +173,36 @@ class Preparer:
         if stored is None or self._derived or not (raw or all(type(r) is dict for r in bare)):
             # No stored hashes, or the rare page with a bad element or derived columns:
             # record by record (the stored hashes, if any, are then asked per record).
-            for element in records:
-                self._add_element(batch, element, unwrapped=unwrapped)
-            if stored is not None and batch.candidates:
-                self._drop_unchanged(batch, stored)
-            return batch
-        serialised = bare if raw else [orjson.dumps(record) for record in bare]
+            return self._one_by_one(batch, records, unwrapped, stored)
+        try:
+            texts = bare if raw else [orjson.dumps(record) for record in bare]
+        except TypeError:  # a record nested too deeply to serialise: rejected on its own
+            return self._one_by_one(batch, records, unwrapped, stored)
         prefix = self._identity(None)
         digests = (
-            [content_hash(prefix + bytes(s)) for s in serialised]
+            [content_hash(prefix + bytes(s)) for s in texts]
             if prefix
-            else [content_hash(s) for s in serialised]
+            else [content_hash(s) for s in texts]
         )
         todo, batch.unchanged_max_cursor = stored.judge(digests)
         batch.unchanged = len(records) - len(todo)
         ahead = 2 * len(todo) >= len(records)  # mostly writes (a first load): type them now
         add = self._add_element if raw else self._add_candidate
         for i in todo:
-            add(batch, bare[i], serialised[i], digests[i], unwrapped=True, typed=ahead)
+            add(batch, bare[i], texts[i], digests[i], unwrapped=True, typed=ahead)
+        return batch
+
+    def _one_by_one(
+        self,
+        batch: PreparedBatch,
+        records: Sequence[Any],
+        unwrapped: bool,
+        stored: StoredHashes | None,
+    ) -> PreparedBatch:
+        for element in records:
+            self._add_element(batch, element, unwrapped=unwrapped)
+        if stored is not None and batch.candidates:
+            self._drop_unchanged(batch, stored)
         return batch
 
     def typed(self, key: Any, candidate: Candidate) -> Rows:
@@ -258,7 +281,7 @@ class Preparer:
             key = self._key_of(record)
             cursor = self._cursor.value(record) if self._cursor else None
             if serialised is None:
-                serialised = orjson.dumps(record)
+                serialised = json_bytes(record)
             if digest is None:
                 digest = content_hash(self._identity(record) + serialised)
             candidate = Candidate(record, cursor, serialised, digest)

@@ -29,6 +29,8 @@ from pipeline.streams import (
 
 
 class DigiLockerSettings(SourceSettings):
+    account_keys = ("client_id", "client_secret")
+
     base_url: str = "https://betaapi.digitallocker.gov.in/public"
     client_id: str
     client_secret: SecretStr

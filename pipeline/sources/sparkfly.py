@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from pipeline.extract.auth import Auth, HeaderToken, TokenExchange
 from pipeline.extract.paginators import PageNumberPages
-from pipeline.settings import SourceSettings, StreamSettings
+from pipeline.settings import MAX_BIGINT, SourceSettings, StreamSettings
 from pipeline.streams import (
     BIGINT,
     BIGINT_ARRAY,
@@ -31,6 +31,8 @@ from pipeline.streams import (
 
 
 class SparkflySettings(SourceSettings):
+    account_keys = ("token", "identity", "key")
+
     base_url: str = "https://api.sparkfly.com"
     token: SecretStr | None = None
     identity: str | None = None
@@ -47,9 +49,10 @@ class SparkflySettings(SourceSettings):
 
 
 class CredentialsSettings(StreamSettings):
-    member_id: int | None = Field(default=None, ge=1)
-    offer_id: int | None = Field(default=None, ge=1)
-    store_id: int | None = Field(default=None, ge=1)
+    # Compared with bigint columns in the scan's scope: an id beyond 64 bits cannot be bound.
+    member_id: int | None = Field(default=None, ge=1, le=MAX_BIGINT)
+    offer_id: int | None = Field(default=None, ge=1, le=MAX_BIGINT)
+    store_id: int | None = Field(default=None, ge=1, le=MAX_BIGINT)
 
 
 def _auth(settings: SparkflySettings) -> Auth:

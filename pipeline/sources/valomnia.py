@@ -6,7 +6,9 @@ seeking by value. Auth is a Spring Security form login (session cookie) or a sta
 
 from __future__ import annotations
 
-from pydantic import SecretStr, model_validator
+import re
+
+from pydantic import SecretStr, field_validator, model_validator
 
 from pipeline.extract.auth import Auth, FormLoginSession, HeaderToken
 from pipeline.extract.paginators import OffsetPages, ValueSeekPages
@@ -22,14 +24,27 @@ from pipeline.streams import (
     Stream,
 )
 
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
 
 class ValomniaSettings(SourceSettings):
+    account_keys = ("username", "password", "token")
+
     api_version: str = "v2.1"
     username: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None
     token_header: str = "Authorization"
     token_prefix: str = "Bearer "
+
+    @field_validator("api_version")
+    @classmethod
+    def _one_segment(cls, value: str) -> str:
+        """The API root is `<base_url>/api/<api_version>`: a version with a `/` or `..` in it
+        would move the root (`v2.1/../../admin`)."""
+        if not _VERSION.fullmatch(value) or ".." in value:
+            raise ValueError('must be one path segment like "v2.1" (letters, digits, . _ -)')
+        return value
 
     @model_validator(mode="after")
     def _one_way_to_log_in(self) -> ValomniaSettings:
