@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import exits, statekeys
 from pipeline.db import plain_url
-from pipeline.run import Mode
+from pipeline.run import Mode, Runner
 from pipeline.run.slices import finished, planned_slices
 from pipeline.run.stream_run import StreamOutcome
 from pipeline.sandbox import RunningSimulator
@@ -105,3 +105,20 @@ async def test_a_sliced_backfill_without_until_resumes_the_same_slices(
     assert len(other) == 3
     await finished(engine, targets, [StreamOutcome(KEY, "succeeded")])
     assert f"{KEY}#backfill-plan" not in await _keys(engine)
+
+
+async def test_the_slices_of_a_backfill_log_in_once_and_all_run(
+    engine: AsyncEngine, valomnia: RunningSimulator
+) -> None:
+    """`--slices` logged in to Valomnia once per slice; the slices now share one client (and
+    session) per source, and each slice's run is recorded."""
+    settings = instance_settings({"valomnia": valomnia})
+    targets = select_streams(settings, ["valomnia.authorities"])
+    mode = Mode("backfill", since=datetime(2000, 1, 1, tzinfo=UTC))
+    modes = await planned_slices(engine, targets, mode, 6)
+    outcomes = await Runner(engine, mode=mode).run_each(targets, modes)
+    assert [o.status for o in outcomes] == ["succeeded"] * 6, [o.error for o in outcomes]
+    logins = [r for r in valomnia.sim.requests if r.path.endswith("j_spring_security_check")]
+    assert len(logins) == 1
+    runs = await rows(engine, "SELECT run_id, status FROM pipeline.sync_runs")
+    assert len({r.run_id for r in runs}) == 6 and {r.status for r in runs} == {"succeeded"}
