@@ -4,8 +4,9 @@ A paginator is declared with its parameter names (data), and `pages()` starts a 
 walk: all walking state lives in that generator. It yields `Page`s; for sorted streams each page
 carries the checkpoint that is safe to commit once the page is stored.
 
-A page that repeats its predecessor, or a server that ignores the page we asked for, is an error
-(`PaginationError`), never an endless loop.
+A page that repeats its predecessor, a server that ignores the page we asked for, or a paging
+field that is not what the API documents (`fields`) is an error (`PaginationError`), never an
+endless loop or a guess.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 from pipeline.errors import PaginationError
 from pipeline.extract.http import JsonResponse
+from pipeline.extract.paginators import fields
 from pipeline.extract.paginators.base import Fetch, Page, Paginator, page_records
 from pipeline.extract.rawjson import RAW_TYPES
-from pipeline.records import dig
 
 T = TypeVar("T")
 
@@ -134,14 +134,6 @@ class NumberedPages(Paginator):
                 await asyncio.gather(*in_flight.values(), return_exceptions=True)
 
 
-def _page_count(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
-
-
 @dataclass(frozen=True)
 class PageNumberPages(NumberedPages):
     """`?page=N&per=S` with a body envelope telling the page count and the next page
@@ -168,18 +160,26 @@ class PageNumberPages(NumberedPages):
     def read(self, number: int, response: JsonResponse) -> PageRead:
         body = response.body
         if self.current_page_path is not None:
-            current = _page_count(dig(body, self.current_page_path))
+            current = fields.count_at(body, self.current_page_path, number)
             if current is not None and current != number:
                 raise PaginationError(
                     f"asked for page {number}, the API answered page {current}; "
                     f"it ignores the '{self.page_param}' parameter"
                 )
         records = page_records(body, self.records_path)
-        total = _page_count(dig(body, self.total_pages_path))
+        total = fields.count_at(body, self.total_pages_path, number)
+        pages_to_here = number - self.first_page + 1
+        if records and total is not None and total < pages_to_here:
+            name = ".".join(self.total_pages_path)
+            raise PaginationError(
+                f"page {number} holds {len(records)} records, but its {name} says {total}; "
+                + fields.NOT_AS_DOCUMENTED
+            )
         if self.next_page_path is not None:
-            more = dig(body, self.next_page_path) is not None and bool(records)
-        else:  # no next-page field (will_paginate): this page's own count of pages decides
-            more = bool(records) and total is not None and number < self.first_page + total - 1
+            more = fields.next_page_at(body, self.next_page_path, number) and bool(records)
+        else:  # no next-page field (will_paginate): this page's own count of pages decides;
+            # without one, an empty page ends the walk
+            more = bool(records) and (total is None or pages_to_here < total)
         return PageRead(Page(records, number), total if number == self.first_page else None, more)
 
 
@@ -207,7 +207,7 @@ class OffsetPages(NumberedPages):
 
     def read(self, number: int, response: JsonResponse) -> PageRead:
         records = page_records(response.body, self.records_path)
-        count = _page_count(dig(response.body, self.total_path))
+        count = fields.count_at(response.body, self.total_path, number)
         offset = (number - self.first_page) * self.page_size
         more = bool(records) and (count is None or offset + len(records) < count)
         if more and len(records) < self.page_size:
@@ -245,7 +245,9 @@ class HeaderPages(NumberedPages):
         return {}, {self.page_header: str(number), self.size_header: str(self.page_size)}
 
     def read(self, number: int, response: JsonResponse) -> PageRead:
-        served = _page_count(response.headers.get(self.page_header))
+        served = fields.count(
+            response.headers.get(self.page_header), f"the {self.page_header} header", number
+        )
         if served is not None and served != number:
             raise PaginationError(
                 f"asked for page {number}, the API answered page {served}; "
@@ -253,9 +255,10 @@ class HeaderPages(NumberedPages):
             )
         records = page_records(response.body, self.records_path)
         total = None
-        if number == self.first_page and self.count_header and records:
-            count = _page_count(response.headers.get(self.count_header))
-            if count is not None:
+        if number == self.first_page and self.count_header:
+            header = response.headers.get(self.count_header)
+            count = fields.count(header, f"the {self.count_header} header", number)
+            if count is not None and records:
                 # A server that clamps the size serves fewer than asked on a page that is not
                 # the last: the size it served is the real one.
                 size = len(records) if len(records) < min(self.page_size, count) else self.page_size
