@@ -6,7 +6,8 @@ carries the checkpoint that is safe to commit once the page is stored.
 
 A page that repeats its predecessor, a server that ignores the page we asked for, or a paging
 field that is not what the API documents (`fields`) is an error (`PaginationError`), never an
-endless loop or a guess.
+endless loop or a guess. A page count far beyond the records (a run of empty pages past them)
+ends the walk with `ListEndedEarly`, after the pages read.
 """
 
 from __future__ import annotations

@@ -10,15 +10,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
-from pipeline.errors import PaginationError
+from pipeline.errors import ListEndedEarly, PaginationError
 from pipeline.extract.http import JsonResponse
 from pipeline.extract.paginators import fields
 from pipeline.extract.paginators.base import Fetch, Page, Paginator, page_records
 from pipeline.extract.rawjson import RAW_TYPES
+from pipeline.logs import get_logger
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,10 @@ class NumberedPages(Paginator):
     Otherwise (or after that count, since records inserted during the scan can push the end
     further) pages are fetched ahead in a window of `concurrency` until one says it is the last.
     Pages come back in completion order; a full scan does not depend on order.
+
+    A count is not trusted blindly: once `concurrency` (at least 2) pages in a row came back
+    empty past the last one that held records, the pages the count still claims are not asked
+    for, and the walk ends with `ListEndedEarly` (see `_RecordsEnd`).
     """
 
     page_size: int
@@ -80,16 +87,32 @@ class NumberedPages(Paginator):
         total = first.total_pages
         if total is not None and total > self.first_page:
             last_number = self.first_page + total - 1
-            calls = (
-                (lambda n=n: self._get(fetch, n, first.page.records))
-                for n in range(self.first_page + 1, last_number + 1)
-                if n not in skip or n == last_number  # the last one says whether more follow
-            )
-            async for read in _concurrently(calls, window=2 * concurrency):
+            ends = _RecordsEnd(max(2, concurrency), self.first_page)
+            unasked: list[int] = []
+
+            def calls() -> Iterator[Callable[[], Awaitable[PageRead]]]:
+                for n in range(self.first_page + 1, last_number + 1):
+                    if ends.found:
+                        unasked.append(n)
+                        return
+                    if n not in skip or n == last_number:  # the last says whether more follow
+                        yield partial(self._get, fetch, n, first.page.records)
+
+            async for read in _concurrently(calls(), window=2 * concurrency):
+                ends.saw(read.page.number, bool(read.page.records))
                 if read.page.number == last_number:
                     last = read
                 if read.page.records and read.page.number not in skip:
                     yield read.page
+            if unasked:
+                log.warning(
+                    "total_implausible",
+                    claimed_pages=total,
+                    records_end_page=ends.last_with_records,
+                    empty_pages=ends.window,
+                    first_unasked_page=unasked[0],
+                )
+                raise ListEndedEarly(total, ends.last_with_records, ends.window)
             if not last.more:
                 return
         async for page in self._until_last(
@@ -132,6 +155,36 @@ class NumberedPages(Paginator):
                 task.cancel()
             if in_flight:
                 await asyncio.gather(*in_flight.values(), return_exceptions=True)
+
+
+class _RecordsEnd:
+    """Where the records of a counted walk end. A run of `window` empty pages past the last
+    page that held records says the count is not the list's (a total of 10**9 with records on
+    page 1; pages emptied by deletions mid-scan): asking for the rest would be 10**9 requests
+    for nothing. Pages answer out of order; with at most a window's worth of requests in
+    flight, the empty pages remembered stay a few windows' worth."""
+
+    def __init__(self, window: int, last_with_records: int) -> None:
+        self.window = window
+        self.last_with_records = last_with_records
+        self.found = False
+        self._empty: set[int] = set()
+
+    def saw(self, number: int, has_records: bool) -> None:
+        if has_records:
+            if number > self.last_with_records:
+                self.last_with_records = number
+                self._empty = {n for n in self._empty if n > number}
+            return
+        if number < self.last_with_records:
+            return
+        self._empty.add(number)
+        low = high = number
+        while low - 1 in self._empty:
+            low -= 1
+        while high + 1 in self._empty:
+            high += 1
+        self.found = self.found or high - low + 1 >= self.window
 
 
 @dataclass(frozen=True)
