@@ -86,3 +86,8 @@ class ListEndedEarly(PaginationError):
             f"and {empty_pages} pages after it came back empty; the rest were not asked for, "
             "so the list is not known complete"
         )
+
+
+class RunLimitExceeded(PipelineError):
+    """A run of a stream went past its `max_pages` or `max_run_seconds`: the source may be
+    paging endlessly or hanging. What was committed before stands."""
