@@ -72,3 +72,27 @@ class PaginationError(PipelineError):
 
 class Interrupted(PipelineError):
     """A stop was asked for (SIGTERM, Ctrl-C): the stream ended at a page boundary."""
+
+
+class ListEndedEarly(PaginationError):
+    """A list's records ended well before the page count it claimed (a total of 10**9 with
+    records on page 1): the walk stopped on the empty pages instead of asking for the rest.
+
+    Raised after every page read was yielded. The pages not asked for were not read, so the
+    list is not known complete: a reader that settles absences must not, and one that only
+    loads what it read may catch this and go on."""
+
+    def __init__(self, claimed_pages: int, records_end: int, empty_pages: int) -> None:
+        self.claimed_pages = claimed_pages
+        self.records_end = records_end
+        self.empty_pages = empty_pages
+        super().__init__(
+            f"the API claimed {claimed_pages:,} pages, but records ended at page {records_end:,} "
+            f"and {empty_pages} pages after it came back empty; the rest were not asked for, "
+            "so the list is not known complete"
+        )
+
+
+class RunLimitExceeded(PipelineError):
+    """A run of a stream went past its `max_pages` or `max_run_seconds`: the source may be
+    paging endlessly or hanging. What was committed before stands."""

@@ -49,6 +49,14 @@ class StreamSettings(_Strict):
 
     reconcile_schedule: str | None = None
 
+    # Guards against a source that pages forever (a `next_page` that never ends, ever-new
+    # records): a run of the stream that asks for more list pages, or runs longer, fails and
+    # says which. The defaults never bind a real run: a million pages is 25 million customers
+    # at Soho's maximum of 25 a page, and a day outlasts any nightly slot. At most 30 days, so
+    # `inf` cannot switch the guard off.
+    max_pages: int = Field(default=1_000_000, ge=1, le=100_000_000)
+    max_run_seconds: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
+
     @field_validator("schedule", "reconcile_schedule")
     @classmethod
     def _cron_parses(cls, value: str | None) -> str | None:

@@ -30,6 +30,7 @@ from pipeline.locks import TRY_LOCK, TRY_LOCK_SHARED, UNLOCK, UNLOCK_SHARED, loc
 from pipeline.logs import get_logger
 from pipeline.rederive import BATCH_ROWS
 from pipeline.run.fetch import list_fetch
+from pipeline.run.guards import RunGuards
 from pipeline.state import StreamState, read_state
 from pipeline.streams import Stream
 from pipeline.targets import StreamTarget
@@ -112,6 +113,7 @@ class StreamRun:
         self.run_start = run_start  # caps watermarks, dates daily rows
         self.progress = progress
         self.strategy = strategy
+        self.guards = RunGuards.of(target)  # max_pages, max_run_seconds
         self.outcome = StreamOutcome(self.key, "running")
         self.history_row: int | None = None
         # Counts of quiet batches not yet added to the run's history row (see `load`).
@@ -175,7 +177,7 @@ class StreamRun:
         status, error = "failed", None
         try:
             writer = await self.writer(self.stream, rewrite=self.mode.kind == "backfill")
-            await self.strategy(self, writer, state)
+            await self.guards.timed(self.strategy(self, writer, state))
             status = "succeeded"
             if self.outcome.held_deletes:
                 status, error = "held", self._held_message()
@@ -258,8 +260,12 @@ class StreamRun:
         parent: str | None = None,
         paginator_factory: Callable[[int], Paginator] | None = None,
     ) -> tuple[Paginator, Fetch]:
-        """A fresh paginator for one list of `stream` and the fetch it walks with."""
-        return list_fetch(self.client, self.target, stream, path, parent, paginator_factory)
+        """A fresh paginator for one list of `stream` and the fetch it walks with (its pages
+        counted against the run's `max_pages`)."""
+        paginator, fetch = list_fetch(
+            self.client, self.target, stream, path, parent, paginator_factory
+        )
+        return paginator, self.guards.counting(fetch)
 
     def commit(
         self,

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import inspect
 import itertools
+import json
 import random
 import re
 import time
@@ -271,6 +272,47 @@ class TruncatedBody(Fault):
         body = body if isinstance(body, bytes) else b""
         headers = {"Content-Type": normal.headers.get("Content-Type", sim.json_content_type)}
         return web.Response(status=normal.status, body=body[: len(body) // 2], headers=headers)
+
+
+class Rewrite(Fault):
+    """The normal answer with parts of it replaced, as a server with a bug sends it: `fields`
+    set in a JSON object body (a dotted name reaches into nested objects: `paging.total`),
+    `headers` set (None removes one). Values go out as given, so a test can send what no
+    honest server would: a total of 10**30, a count of "abc", a page number as a float."""
+
+    kind = "rewrite"
+
+    def __init__(
+        self,
+        fields: dict[str, Any] | None = None,
+        headers: dict[str, str | None] | None = None,
+    ) -> None:
+        self.fields = dict(fields or {})
+        self.headers = dict(headers or {})
+
+    async def respond(
+        self, sim: Simulator, request: web.Request, serve: Respond
+    ) -> web.StreamResponse:
+        normal = await serve()
+        body = normal.body if isinstance(normal, web.Response) else b""
+        body = body if isinstance(body, bytes) else b""
+        if self.fields:
+            data = orjson.loads(body)
+            if isinstance(data, dict):
+                for name, value in self.fields.items():
+                    *outer, last = name.split(".")
+                    holder = data
+                    for step in outer:
+                        holder = holder.setdefault(step, {})
+                    holder[last] = value
+            # The standard library writes integers of any size (orjson stops at 64 bits).
+            body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = {k: v for k, v in normal.headers.items() if k.lower() != "content-length"}
+        for name, value in self.headers.items():
+            headers.pop(next((k for k in headers if k.lower() == name.lower()), name), None)
+            if value is not None:
+                headers[name] = value
+        return web.Response(status=normal.status, body=body, headers=headers)
 
 
 class HtmlPage(Fault):

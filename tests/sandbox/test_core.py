@@ -15,6 +15,7 @@ from pipeline.sandbox import (
     HtmlPage,
     HttpError,
     LoggedRequest,
+    Rewrite,
     RunningSimulator,
     Simulator,
     SohoSimulator,
@@ -145,6 +146,28 @@ async def test_truncated_body(http: aiohttp.ClientSession, soho: RunningSimulato
     assert status == 200
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(body)
+
+
+async def test_rewrite_replaces_fields_and_headers_of_the_normal_answer(
+    http: aiohttp.ClientSession, soho: RunningSimulator
+) -> None:
+    """A lying server: values no honest one sends (an integer beyond 64 bits, a nested field
+    of the wrong type), headers set and removed; the rest of the answer is untouched."""
+    honest_status, honest_headers, honest = await get(http, soho, "/api/v1/customers")
+    fault = Rewrite(
+        fields={"total_pages": 10**30, "paging.next": "x"},
+        headers={"X-Count": "abc", "Content-Type": None, "content-type": "application/json"},
+    )
+    soho_sim(soho).faults.add(fault, times=1)
+    status, headers, body = await get(http, soho, "/api/v1/customers")
+    assert status == honest_status == 200
+    assert headers["x-count"] == "abc" and headers["Content-Type"] == "application/json"
+    assert b'"total_pages":1000000000000000000000000000000' in body
+    lied = orjson.loads(body)
+    expected = {**orjson.loads(honest), "total_pages": 1e30, "paging": {"next": "x"}}
+    assert lied == expected
+    assert "x-count" not in honest_headers
+    assert (await get(http, soho, "/api/v1/customers"))[2] == honest  # once, as scheduled
 
 
 async def test_html_page(http: aiohttp.ClientSession, soho: RunningSimulator) -> None:

@@ -4,8 +4,11 @@ A paginator is declared with its parameter names (data), and `pages()` starts a 
 walk: all walking state lives in that generator. It yields `Page`s; for sorted streams each page
 carries the checkpoint that is safe to commit once the page is stored.
 
-A page that repeats its predecessor, or a server that ignores the page we asked for, is an error
-(`PaginationError`), never an endless loop.
+A page that repeats its predecessor, a server that ignores the page we asked for, or a paging
+field that is not what the API documents (`fields`) is an error (`PaginationError`), never an
+endless loop or a guess. A page count far beyond the records (a run of empty pages past them)
+ends the walk with `ListEndedEarly`, after the pages read; a list that truly never ends is
+bounded by the run's `max_pages` (`pipeline.run.guards`).
 """
 
 from __future__ import annotations

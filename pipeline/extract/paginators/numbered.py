@@ -10,15 +10,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
-from pipeline.errors import PaginationError
+from pipeline.errors import ListEndedEarly, PaginationError
 from pipeline.extract.http import JsonResponse
+from pipeline.extract.paginators import fields
 from pipeline.extract.paginators.base import Fetch, Page, Paginator, page_records
 from pipeline.extract.rawjson import RAW_TYPES
-from pipeline.records import dig
+from pipeline.logs import get_logger
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,10 @@ class NumberedPages(Paginator):
     Otherwise (or after that count, since records inserted during the scan can push the end
     further) pages are fetched ahead in a window of `concurrency` until one says it is the last.
     Pages come back in completion order; a full scan does not depend on order.
+
+    A count is not trusted blindly: once `concurrency` (at least 2) pages in a row came back
+    empty past the last one that held records, the pages the count still claims are not asked
+    for, and the walk ends with `ListEndedEarly` (see `_RecordsEnd`).
     """
 
     page_size: int
@@ -80,16 +87,32 @@ class NumberedPages(Paginator):
         total = first.total_pages
         if total is not None and total > self.first_page:
             last_number = self.first_page + total - 1
-            calls = (
-                (lambda n=n: self._get(fetch, n, first.page.records))
-                for n in range(self.first_page + 1, last_number + 1)
-                if n not in skip or n == last_number  # the last one says whether more follow
-            )
-            async for read in _concurrently(calls, window=2 * concurrency):
+            ends = _RecordsEnd(max(2, concurrency), self.first_page)
+            unasked: list[int] = []
+
+            def calls() -> Iterator[Callable[[], Awaitable[PageRead]]]:
+                for n in range(self.first_page + 1, last_number + 1):
+                    if ends.found:
+                        unasked.append(n)
+                        return
+                    if n not in skip or n == last_number:  # the last says whether more follow
+                        yield partial(self._get, fetch, n, first.page.records)
+
+            async for read in _concurrently(calls(), window=2 * concurrency):
+                ends.saw(read.page.number, bool(read.page.records))
                 if read.page.number == last_number:
                     last = read
                 if read.page.records and read.page.number not in skip:
                     yield read.page
+            if unasked:
+                log.warning(
+                    "total_implausible",
+                    claimed_pages=total,
+                    records_end_page=ends.last_with_records,
+                    empty_pages=ends.window,
+                    first_unasked_page=unasked[0],
+                )
+                raise ListEndedEarly(total, ends.last_with_records, ends.window)
             if not last.more:
                 return
         async for page in self._until_last(
@@ -134,12 +157,34 @@ class NumberedPages(Paginator):
                 await asyncio.gather(*in_flight.values(), return_exceptions=True)
 
 
-def _page_count(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
+class _RecordsEnd:
+    """Where the records of a counted walk end. A run of `window` empty pages past the last
+    page that held records says the count is not the list's (a total of 10**9 with records on
+    page 1; pages emptied by deletions mid-scan): asking for the rest would be 10**9 requests
+    for nothing. Pages answer out of order; with at most a window's worth of requests in
+    flight, the empty pages remembered stay a few windows' worth."""
+
+    def __init__(self, window: int, last_with_records: int) -> None:
+        self.window = window
+        self.last_with_records = last_with_records
+        self.found = False
+        self._empty: set[int] = set()
+
+    def saw(self, number: int, has_records: bool) -> None:
+        if has_records:
+            if number > self.last_with_records:
+                self.last_with_records = number
+                self._empty = {n for n in self._empty if n > number}
+            return
+        if number < self.last_with_records:
+            return
+        self._empty.add(number)
+        low = high = number
+        while low - 1 in self._empty:
+            low -= 1
+        while high + 1 in self._empty:
+            high += 1
+        self.found = self.found or high - low + 1 >= self.window
 
 
 @dataclass(frozen=True)
@@ -168,18 +213,26 @@ class PageNumberPages(NumberedPages):
     def read(self, number: int, response: JsonResponse) -> PageRead:
         body = response.body
         if self.current_page_path is not None:
-            current = _page_count(dig(body, self.current_page_path))
+            current = fields.count_at(body, self.current_page_path, number)
             if current is not None and current != number:
                 raise PaginationError(
                     f"asked for page {number}, the API answered page {current}; "
                     f"it ignores the '{self.page_param}' parameter"
                 )
         records = page_records(body, self.records_path)
-        total = _page_count(dig(body, self.total_pages_path))
+        total = fields.count_at(body, self.total_pages_path, number)
+        pages_to_here = number - self.first_page + 1
+        if records and total is not None and total < pages_to_here:
+            name = ".".join(self.total_pages_path)
+            raise PaginationError(
+                f"page {number} holds {len(records)} records, but its {name} says {total}; "
+                + fields.NOT_AS_DOCUMENTED
+            )
         if self.next_page_path is not None:
-            more = dig(body, self.next_page_path) is not None and bool(records)
-        else:  # no next-page field (will_paginate): this page's own count of pages decides
-            more = bool(records) and total is not None and number < self.first_page + total - 1
+            more = fields.next_page_at(body, self.next_page_path, number) and bool(records)
+        else:  # no next-page field (will_paginate): this page's own count of pages decides;
+            # without one, an empty page ends the walk
+            more = bool(records) and (total is None or pages_to_here < total)
         return PageRead(Page(records, number), total if number == self.first_page else None, more)
 
 
@@ -207,7 +260,7 @@ class OffsetPages(NumberedPages):
 
     def read(self, number: int, response: JsonResponse) -> PageRead:
         records = page_records(response.body, self.records_path)
-        count = _page_count(dig(response.body, self.total_path))
+        count = fields.count_at(response.body, self.total_path, number)
         offset = (number - self.first_page) * self.page_size
         more = bool(records) and (count is None or offset + len(records) < count)
         if more and len(records) < self.page_size:
@@ -245,7 +298,9 @@ class HeaderPages(NumberedPages):
         return {}, {self.page_header: str(number), self.size_header: str(self.page_size)}
 
     def read(self, number: int, response: JsonResponse) -> PageRead:
-        served = _page_count(response.headers.get(self.page_header))
+        served = fields.count(
+            response.headers.get(self.page_header), f"the {self.page_header} header", number
+        )
         if served is not None and served != number:
             raise PaginationError(
                 f"asked for page {number}, the API answered page {served}; "
@@ -253,9 +308,10 @@ class HeaderPages(NumberedPages):
             )
         records = page_records(response.body, self.records_path)
         total = None
-        if number == self.first_page and self.count_header and records:
-            count = _page_count(response.headers.get(self.count_header))
-            if count is not None:
+        if number == self.first_page and self.count_header:
+            header = response.headers.get(self.count_header)
+            count = fields.count(header, f"the {self.count_header} header", number)
+            if count is not None and records:
                 # A server that clamps the size serves fewer than asked on a page that is not
                 # the last: the size it served is the real one.
                 size = len(records) if len(records) < min(self.page_size, count) else self.page_size

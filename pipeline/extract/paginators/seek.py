@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.errors import PaginationError
+from pipeline.extract.paginators import fields
 from pipeline.extract.paginators.base import Fetch, Page, Paginator, page_records
-from pipeline.records import dig, parse_timestamp
+from pipeline.records import parse_timestamp
 
 
 def format_utc_seconds(value: datetime) -> str:
@@ -67,11 +68,14 @@ class ValueSeekPages(Paginator):
             params[name] = format_utc_seconds(value)
         return params
 
-    def _is_last(self, body: Any, offset: int, count: int) -> bool:
-        total = dig(body, self.total_path)
-        if isinstance(total, int):
+    def _total(self, body: Any, number: int) -> int | None:
+        return fields.count_at(body, self.total_path, number)
+
+    def _is_last(self, body: Any, offset: int, count: int, number: int) -> bool:
+        total = self._total(body, number)
+        if total is not None:
             return offset + count >= total
-        return dig(body, self.next_path) is None
+        return fields.at(body, self.next_path, number) is None
 
     async def pages(
         self,
@@ -111,7 +115,7 @@ class ValueSeekPages(Paginator):
             number += 1
             last = max(cursors) if cursors else lower
             yield Page(records, number, checkpoint=last)
-            if self._is_last(response.body, 0, len(records)):
+            if self._is_last(response.body, 0, len(records), number):
                 return
             if last is None:
                 raise PaginationError("no record on a full page has a readable cursor")
@@ -137,15 +141,15 @@ class ValueSeekPages(Paginator):
                     self._params(offset, **{self.gte_param: value, self.lte_param: value}), {}
                 )
                 records = page_records(response.body, self.records_path)
-                total = dig(response.body, self.total_path)
+                total = self._total(response.body, number + 1)
                 if expected_total is None:
-                    expected_total = total if isinstance(total, int) else None
+                    expected_total = total
                 elif total != expected_total:
                     stable = False
                 if records:
                     number += 1
                     yield Page(records, number, checkpoint=value)
-                if not records or self._is_last(response.body, offset, len(records)):
+                if not records or self._is_last(response.body, offset, len(records), number):
                     break
                 offset += len(records)
             if stable:

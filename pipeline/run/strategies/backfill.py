@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline import statekeys
 from pipeline.counts import PageResult
-from pipeline.errors import PipelineError
+from pipeline.errors import ListEndedEarly, PipelineError
 from pipeline.extract.rawjson import parse_record
 from pipeline.load import PreparedBatch, TableWriter
 from pipeline.logs import get_logger
@@ -66,20 +66,23 @@ async def backfill(run: StreamRun, writer: TableWriter, state: StreamState) -> N
         inside = [r for r in records if _in_window(stream, cursor, r, mode.since, mode.until)]
         return writer.prepare(inside)
 
-    async for batch in overlapped(pages, prepare):
-        if mode.dry_run:
-            run.outcome.pages += len(batch.numbers)
-            run.outcome.totals.read += batch.prepared.read
-            if run.progress is not None:
-                run.progress(run.key, batch, PageResult(read=batch.prepared.read))
-            continue
-        done_pages.update(batch.numbers)
-        progress: dict[str, Any] = {"window": window}
-        if sorted_by_cursor and batch.checkpoint is not None:
-            progress["position"] = batch.checkpoint.isoformat()
-        else:
-            progress["done_pages"] = sorted(done_pages)
-        await run.load(writer, batch, run.commit(checkpoint=(state_key, progress)))
+    try:
+        async for batch in overlapped(pages, prepare):
+            if mode.dry_run:
+                run.outcome.pages += len(batch.numbers)
+                run.outcome.totals.read += batch.prepared.read
+                if run.progress is not None:
+                    run.progress(run.key, batch, PageResult(read=batch.prepared.read))
+                continue
+            done_pages.update(batch.numbers)
+            progress: dict[str, Any] = {"window": window}
+            if sorted_by_cursor and batch.checkpoint is not None:
+                progress["position"] = batch.checkpoint.isoformat()
+            else:
+                progress["done_pages"] = sorted(done_pages)
+            await run.load(writer, batch, run.commit(checkpoint=(state_key, progress)))
+    except ListEndedEarly:
+        pass  # what the list served is rewritten; a backfill settles no absence
     if not mode.dry_run:
         await forget(run.conn, state_key)
 

@@ -2,7 +2,8 @@
 
 What is written is decided by content (a quiet run writes nothing); after a complete scan the
 deletions and the watermark (the high-water mark of change times, never past the run's start)
-commit together. A reconcile of a full-scan stream is the same run.
+commit together. A scan that was not complete (`ListRead.complete`) settles neither. A
+reconcile of a full-scan stream is the same run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from pipeline.state import StreamState
 
 async def full_scan(run: StreamRun, writer: TableWriter, state: StreamState) -> None:
     await writer.start_scan(scope=run.target.filter_scope)
-    totals = await read_list(run, writer, run.stream, run.stream.path)
-    watermark = min(totals.max_cursor, run.run_start) if totals.max_cursor else None
+    read = await read_list(run, writer, run.stream, run.stream.path)
+    if not read.complete:
+        return
+    max_cursor = read.totals.max_cursor
+    watermark = min(max_cursor, run.run_start) if max_cursor else None
     await settle(run, writer, run.stream, run.commit(watermark=watermark))
     run.advanced(watermark)

@@ -7,17 +7,23 @@ that needs the connection waits for that write first, so writes keep their order
 
 Settling: live rows the scan did not see are delete *candidates*; their detail endpoint is
 asked (404 confirms a deletion, a record proves the row alive and is stored), then absences
-are counted and deletions marked, with the scan's `Commit`, in one transaction.
+are counted and deletions marked, with the scan's `Commit`, in one transaction. Only a
+complete read settles: a list whose records ended long before the page count it claimed was
+not read to that count (the pages it still claimed were not asked for), so a row missing from
+it is not known absent. Its pages are loaded, nothing is settled, and the watermark waits:
+taking the empty pages for the end could mark live rows deleted (two such scans in a row, with
+no detail endpoint or an inconclusive one), while waiting can only put a deletion off.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline import metrics
 from pipeline.counts import PageResult
-from pipeline.errors import NotFound, SourceHttpError
+from pipeline.errors import ListEndedEarly, NotFound, SourceHttpError
 from pipeline.load import Batch, Commit, TableWriter
 from pipeline.load.guard import Settled
 from pipeline.load.held import HeldWrites
@@ -35,10 +41,21 @@ HELD_RECORDS = 1000
 MAX_DELETE_PROBES = 1000
 
 
+@dataclass(frozen=True)
+class ListRead:
+    """What reading one list did, and whether it read the whole list: only a complete read
+    may settle absences (and move a full scan's watermark)."""
+
+    totals: PageResult
+    complete: bool
+
+
 async def read_list(
     run: StreamRun, writer: TableWriter, stream: Stream, path: str, parent: str | None = None
-) -> PageResult:
-    """Read every page of one list into the writer's table (its scan begun); what it read."""
+) -> ListRead:
+    """Read every page of one list into the writer's table (its scan begun). A list whose
+    records ended long before the page count it claimed (`ListEndedEarly`) is loaded as far
+    as it was read, and is not complete."""
     paginator, fetch = run.lists(stream, path, parent)
     fetch = preparing_on_arrival(fetch, paginator.records_path, writer.prepare)
     pages = paginator.pages(fetch, start=None, concurrency=run.client.max_concurrency)
@@ -53,19 +70,23 @@ async def read_list(
             task, writing = writing, None
             totals.add(await task)
 
+    complete = True
     try:
-        async for batch in overlapped(pages, writer.prepare):
-            if held.take(batch):
-                if held.due():
+        try:
+            async for batch in overlapped(pages, writer.prepare):
+                if held.take(batch):
+                    if held.due():
+                        await written()
+                        writing = asyncio.create_task(run.load(writer, held.release()))
+                    continue
+                quiet = run.quiet(batch, None)
+                if not quiet:
                     await written()
-                    writing = asyncio.create_task(run.load(writer, held.release()))
-                continue
-            quiet = run.quiet(batch, None)
-            if not quiet:
-                await written()
-                if held:  # writes keep their order
-                    totals.add(await run.load(writer, held.release()))
-            totals.add(await run.load(writer, batch, quiet=quiet))
+                    if held:  # writes keep their order
+                        totals.add(await run.load(writer, held.release()))
+                totals.add(await run.load(writer, batch, quiet=quiet))
+        except ListEndedEarly:  # raised after its last page: what was read is loaded below
+            complete = False
         await written()
         if held:
             totals.add(await run.load(writer, held.release()))
@@ -75,7 +96,7 @@ async def read_list(
         if writing is not None:
             writing.cancel()
             await asyncio.gather(writing, return_exceptions=True)
-    return totals
+    return ListRead(totals, complete)
 
 
 async def settle(
