@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import re
 
-# C0 controls (newline and tab included: a message is one line), DEL, C1 controls, and the
-# format characters that reorder or hide text (bidi embeddings, overrides and isolates, the
-# line and paragraph separators, zero-width marks, the BOM).
+# C0 controls (newline and tab included: a message is one line), DEL, C1 controls, the format
+# characters that reorder or hide text (bidi embeddings, overrides and isolates, the line and
+# paragraph separators, zero-width marks, the BOM), and lone surrogates (undecodable bytes kept
+# by a decoder, which no UTF-8 writer can encode: a log line would fail on them).
 _UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f"
+    "\ufeff\ud800-\udfff]"
 )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import time
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -26,6 +25,7 @@ import aiohttp
 import orjson
 
 from pipeline.errors import AuthenticationFailed, BadRequest, NotFound
+from pipeline.text import printable
 
 BodyCheck = Callable[[Any], object]
 BodyParser = Callable[[bytes], Any]
@@ -97,16 +97,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(0.0, delta), FOREVER_SECONDS)
 
 
-_LINE_BREAKS = re.compile(r"[\t\n\r\x0b\x0c\x85\u2028\u2029]+")
-
-
 def shown(text: str, limit: int = 120) -> str:
-    """Server text fit for a one-line message and a JSON log line: control characters and
-    undecodable bytes (aiohttp keeps a header's non-UTF-8 bytes as surrogates, which the log
-    renderer cannot encode) replaced, at most `limit` characters."""
-    flat = _LINE_BREAKS.sub(" ", text[:limit])
-    printable = "".join("\ufffd" if unicodedata.category(ch)[0] == "C" else ch for ch in flat)
-    return printable + "..." if len(text) > limit else printable
+    """Server text fit for a one-line message and a JSON log line: at most `limit` characters,
+    control characters and undecodable bytes (aiohttp keeps a header's non-UTF-8 bytes as
+    surrogates, which the log renderer cannot encode) shown as escapes (`pipeline.text`)."""
+    escaped = printable(text[:limit])
+    return escaped + "..." if len(text) > limit else escaped
 
 
 def _first_line(exc: BaseException, limit: int = 120) -> str:
