@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import os
 import random
 import uuid
@@ -104,7 +105,12 @@ def _timestamps() -> st.SearchStrategy[str]:
 
 
 def _good_value(column: Column) -> st.SearchStrategy[Any]:
-    label = column.type.label
+    return _good_values(column.type.label)
+
+
+@functools.cache
+def _good_values(label: str) -> st.SearchStrategy[Any]:
+    """Built once per column type (building is what costs, not drawing)."""
     values: dict[str, st.SearchStrategy[Any]] = {
         "text": hostile.text(allow_nul=False),
         "bigint": st.integers(-(2**63), 2**63 - 1),
@@ -125,6 +131,11 @@ def _nest(record: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     record[path[-1]] = value
 
 
+_EXTRAS = st.dictionaries(
+    hostile.text(allow_nul=False, max_pieces=2), hostile.json_values(allow_nul=False), max_size=2
+)
+
+
 @st.composite
 def _body(draw: st.DrawFn, columns: tuple[Column, ...], skip: set[str]) -> dict[str, Any]:
     """A record with every declared column's path (some null, some missing) and unknown extras."""
@@ -135,13 +146,7 @@ def _body(draw: st.DrawFn, columns: tuple[Column, ...], skip: set[str]) -> dict[
         if draw(st.integers(0, 9)) == 0:
             continue  # missing key
         _nest(record, column.source_path, draw(_good_value(column)))
-    extras = draw(
-        st.dictionaries(
-            hostile.text(allow_nul=False, max_pieces=2),
-            hostile.json_values(allow_nul=False),
-            max_size=2,
-        )
-    )
+    extras = draw(_EXTRAS)
     for name, value in extras.items():
         record.setdefault(name, value)
     return record

@@ -469,7 +469,8 @@ def test_ordinary_base_urls_still_pass(tmp_path: Path) -> None:
         "https://soho.example.com/api/a%20b/..x/x..",
     ):
         path = _write(tmp_path, SOHO.replace("https://soho.example.com/api/v1", url))
-        load_settings(path, {}, SOURCES)
+        loaded = load_settings(path, {}, SOURCES)
+        assert loaded.sources["soho"].settings.base_url == url.rstrip("/")
 
 
 # ---- 2b. two instances of one account --------------------------------------------------------

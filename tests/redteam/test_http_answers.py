@@ -607,7 +607,7 @@ IN_A_RECORD: list[tuple[str, bytes]] = [
 ]
 
 
-async def _sync_with(
+async def _check_sync(
     engine: AsyncEngine, spec: Target, running: RunningSimulator, fault: Fault
 ) -> None:
     running.sim.faults.add(fault, times=1, path_prefix=spec.faults.list_path)
@@ -630,7 +630,7 @@ async def test_a_hostile_value_in_a_record_never_ends_as_an_internal_error(
 ) -> None:
     spec, running = target
 
-    await _sync_with(engine, spec, running, Inject.into(spec, value, last))
+    await _check_sync(engine, spec, running, Inject.into(spec, value, last))
 
 
 @pytest.mark.parametrize("value", [pytest.param(c[1], id=c[0]) for c in IN_A_RECORD])
@@ -643,7 +643,7 @@ async def test_a_hostile_primary_key_never_ends_as_an_internal_error(
         pytest.skip(f"{spec.key}: its key is derived, not a field of the record")
     key = ".".join(spec.stream.primary_key.source_path).encode()
 
-    await _sync_with(engine, spec, running, Inject.into(spec, value, last=True, field=key))
+    await _check_sync(engine, spec, running, Inject.into(spec, value, last=True, field=key))
 
 
 # ---- error bodies: the source's words, whatever their shape -----------------------------------
