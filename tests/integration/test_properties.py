@@ -79,11 +79,13 @@ class SyncMachine(RuleBasedStateMachine):
                     "valomnia": {"max_retries": 0},
                     "afosto": {"max_retries": 0},
                 },
+                # Random changes may remove most records at once; the mass-deletion guard that
+                # would hold them back has tests of its own (tests/redteam/test_mass_deletion.py).
                 streams={
-                    "soho.customers": {"page_size": 7},
-                    "valomnia.authorities": {"page_size": 8},
-                    "afosto.shipments": {"page_size": 6},
-                    "afosto.parcels": {"page_size": 6},
+                    "soho.customers": {"page_size": 7, "max_delete_fraction": 1.0},
+                    "valomnia.authorities": {"page_size": 8, "max_delete_fraction": 1.0},
+                    "afosto.shipments": {"page_size": 6, "max_delete_fraction": 1.0},
+                    "afosto.parcels": {"page_size": 6, "max_delete_fraction": 1.0},
                 },
             )
 
