@@ -235,28 +235,28 @@ async def _through_queue(
 
 
 async def cmd_sync(args: argparse.Namespace) -> int:
-    from pipeline.report import exit_code, print_outcomes
+    from pipeline.report import print_outcomes
     from pipeline.run import Mode
 
     outcomes, stopped = await _run_streams(args, args.streams, Mode("sync"))
     if outcomes:
         print_outcomes(outcomes, console())
-    return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
+    return EXIT_INTERRUPTED if stopped else exits.for_outcomes(outcomes)
 
 
 async def cmd_reconcile(args: argparse.Namespace) -> int:
-    from pipeline.report import exit_code, print_outcomes
+    from pipeline.report import print_outcomes
     from pipeline.run import Mode
 
     mode = Mode("reconcile", confirm_deletes=args.confirm_deletes)
     outcomes, stopped = await _run_streams(args, args.streams, mode)
     if outcomes:
         print_outcomes(outcomes, console(), title="reconcile")
-    return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
+    return EXIT_INTERRUPTED if stopped else exits.for_outcomes(outcomes)
 
 
 async def cmd_backfill(args: argparse.Namespace) -> int:
-    from pipeline.report import ProgressDisplay, exit_code, print_outcomes
+    from pipeline.report import ProgressDisplay, print_outcomes
     from pipeline.run import Mode
     from pipeline.run.slices import refusal
 
@@ -281,12 +281,12 @@ async def cmd_backfill(args: argparse.Namespace) -> int:
             )
     elif outcomes:
         print_outcomes(outcomes, console(), title=label)
-    return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
+    return EXIT_INTERRUPTED if stopped else exits.for_outcomes(outcomes)
 
 
 async def cmd_rederive(args: argparse.Namespace) -> int:
     from pipeline.rederive import BATCH_ROWS, refusal
-    from pipeline.report import ProgressDisplay, exit_code, print_outcomes
+    from pipeline.report import ProgressDisplay, print_outcomes
     from pipeline.run import Mode
 
     since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
@@ -307,7 +307,7 @@ async def cmd_rederive(args: argparse.Namespace) -> int:
             args, [args.stream], mode, progress, check, queueable=False
         )
     print_outcomes(outcomes, console(), title=label)
-    return EXIT_INTERRUPTED if stopped else exit_code(outcomes)
+    return EXIT_INTERRUPTED if stopped else exits.for_outcomes(outcomes)
 
 
 def _moment(text: str | None, option: str) -> Any:

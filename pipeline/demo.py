@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline import db
 from pipeline.config import settings_from_mapping
+from pipeline.exits import for_outcomes
 from pipeline.logs import secrets
-from pipeline.report import exit_code, print_outcomes
+from pipeline.report import print_outcomes
 from pipeline.run import Runner, StreamOutcome
 from pipeline.sandbox import SANDBOXES, RunningSimulator, Simulator, serve, serve_accounts
 from pipeline.sources import SOURCES
@@ -165,4 +166,4 @@ async def run_demo(
         highlight=False,
     )
     outcomes: list[StreamOutcome] = [*first, *second, *third]
-    return exit_code(outcomes)
+    return for_outcomes(outcomes)

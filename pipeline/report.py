@@ -145,13 +145,6 @@ def print_statuses(statuses: Sequence[StreamStatus], console: Console) -> None:
             )
 
 
-def exit_code(outcomes: Sequence[StreamOutcome]) -> int:
-    """The command's exit code for these outcomes (`pipeline.exits`)."""
-    from pipeline.exits import for_outcomes
-
-    return for_outcomes(outcomes)
-
-
 class ProgressDisplay:
     """Backfill and rederive progress: a live bar on a terminal, a log line (`event`) every few
     seconds otherwise. `written` counts the rows a batch wrote (inserted or rewritten)."""

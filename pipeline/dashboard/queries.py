@@ -20,7 +20,7 @@ from pipeline.cron import cron_trigger, period
 from pipeline.dashboard.quarantine import ReasonCount, reason_counts
 from pipeline.logs import secrets
 from pipeline.queue.jobs import StreamJobs, jobs_by_stream
-from pipeline.status import StreamStatus, stream_statuses
+from pipeline.status import ATTENTION, StreamStatus, stream_statuses
 from pipeline.targets import select_streams
 
 WINDOW = timedelta(days=30)  # the stream page's charts
@@ -93,7 +93,7 @@ def _state(s: StreamStatus) -> str:
         return "unconfigured"
     if s.failed:
         return "failed"
-    if s.last_run_status in ("skipped", "held"):
+    if s.last_run_status in ATTENTION:  # skipped (its lock held elsewhere) or held deletions
         return s.last_run_status
     if s.stale:
         return "late"

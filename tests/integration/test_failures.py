@@ -9,7 +9,7 @@ from email.utils import format_datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.report import exit_code
+from pipeline.exits import for_outcomes as exit_code
 from pipeline.sandbox import HtmlPage, HttpError, RunningSimulator, Stall, TruncatedBody
 from tests.helpers import live_rows, make_settings, rows, scalar, sync
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.report import exit_code
+from pipeline.exits import for_outcomes as exit_code
 from pipeline.run import Mode, Runner
 from pipeline.sandbox import HttpError, RunningSimulator, SohoSimulator, ValomniaSimulator, serve
 from pipeline.scheduler import StreamScheduler
